@@ -11,6 +11,7 @@
 
 pub mod address;
 pub mod config;
+pub mod datetime;
 pub mod directory;
 
 pub use address::{AddressError, EmailAddress};

@@ -1,1 +1,142 @@
-fn main(){}
+//! `varan`: the mail server and its administrative commands.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "varan", version, about = "Varan mail server", long_about = None)]
+struct Cli {
+    /// Configuration file. Without it: /etc/varan/varan.toml, then
+    /// ~/varan.toml, which is created on first run.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a ready single-node installation into DIR.
+    Quickstart {
+        dir: PathBuf,
+        /// Mail domain to serve.
+        #[arg(long, default_value = "example.test")]
+        domain: String,
+        /// Add this to every standard port (25 → BASE+25, ...).
+        #[arg(long)]
+        port_base: Option<u16>,
+        /// Address the listeners bind to.
+        #[arg(long, default_value = "0.0.0.0")]
+        listen: std::net::IpAddr,
+    },
+    /// Manage users of the JSON user databases.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print the effective configuration with secrets masked.
+    Dump,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add(UserAdd),
+    /// Delete a user (the mailbox files stay).
+    Del { email: String },
+    /// Set a user's password.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Args)]
+struct UserAdd {
+    email: String,
+    #[arg(long)]
+    password: String,
+    /// Quota in MB; the domain default when omitted.
+    #[arg(long)]
+    quota: Option<u64>,
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VARAN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // journald adds its own timestamps; keep lines short and uncoloured there.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).with_target(false);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn config_path(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(p) = &cli.config {
+        return Ok(p.clone());
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match varan_admin::firstrun::locate_or_create(home.as_deref()).map_err(|e| e.to_string())? {
+        varan_admin::firstrun::Found::Existing(p) => Ok(p),
+        varan_admin::firstrun::Found::Created(p) => {
+            eprintln!("No configuration found; wrote {} with a generated admin password. Edit it, then start again if needed.", p.display());
+            Ok(p)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match &cli.command {
+        Some(Command::Quickstart { dir, domain, port_base, listen }) => {
+            let opts = varan_admin::quickstart::QuickstartOptions { dir: dir.clone(), domain: domain.clone(), port_base: *port_base, listen_ip: *listen };
+            let report = varan_admin::quickstart::quickstart(&opts).map_err(|e| e.to_string())?;
+            let exe = std::env::args().next().unwrap_or_else(|| "varan".into());
+            print!("{}", varan_admin::quickstart::describe(&report, &exe));
+            Ok(())
+        }
+        Some(Command::User(cmd)) => {
+            let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
+            let r = match cmd {
+                UserCommand::Add(a) => varan_admin::users::add(&config, &a.email, &a.password, a.quota),
+                UserCommand::Del { email } => varan_admin::users::delete(&config, email),
+                UserCommand::Passwd { email, password } => varan_admin::users::set_password(&config, email, password),
+                UserCommand::List => varan_admin::users::list(&config).map(|users| {
+                    for u in users {
+                        println!("{u}");
+                    }
+                }),
+            };
+            r.map_err(|e| e.to_string())
+        }
+        Some(Command::Dump) => {
+            let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
+            print!("{}", config.to_toml_masked());
+            Ok(())
+        }
+        None => {
+            let path = config_path(&cli)?;
+            let config = varan_admin::load_config(&path).map_err(|e| e.to_string())?;
+            init_logging(&config.server.log_level);
+            tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+            varan_shards::server::run(&path, config)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("varan: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Trace header fields added to every delivered copy: Return-Path
+//! (RFC 5321 §4.4), Delivered-To (loop detection, as Postfix and Dovecot
+//! write it) and Received (RFC 5321 §4.4 with RFC 3848 protocol types).
+//! Lines end in LF: Maildir files use LF line endings.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+use varan_core::EmailAddress;
+use varan_protocols::smtp::TlsInfo;
+
+pub struct TraceInfo<'a> {
+    pub hostname: &'a str,
+    pub helo: Option<&'a str>,
+    pub remote: IpAddr,
+    pub tls: Option<&'a TlsInfo>,
+    pub authenticated: bool,
+    pub esmtp: bool,
+    pub queue_id: &'a str,
+    pub sender: Option<&'a EmailAddress>,
+    pub recipient: &'a EmailAddress,
+    pub now: SystemTime,
+}
+
+/// Keeps peer-supplied text inside a header: printable ASCII without
+/// parentheses or backslashes (which would end or escape a comment).
+fn clean(text: &str, max: usize) -> String {
+    text.chars().filter(|c| c.is_ascii_graphic() && !"()\\;".contains(*c)).take(max).collect()
+}
+
+fn address_literal(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    }
+}
+
+pub fn trace(t: &TraceInfo<'_>) -> Vec<u8> {
+    let protocol = match (t.esmtp, t.tls.is_some(), t.authenticated) {
+        (false, false, _) => "SMTP",
+        (false, true, _) => "SMTPS",
+        (true, false, false) => "ESMTP",
+        (true, false, true) => "ESMTPA",
+        (true, true, false) => "ESMTPS",
+        (true, true, true) => "ESMTPSA",
+    };
+    let secs = t.now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let helo = t.helo.map(|h| clean(h, 255)).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into());
+    let sender = t.sender.map(|s| s.to_string()).unwrap_or_default();
+    let mut out = String::with_capacity(400);
+    out.push_str(&format!("Return-Path: <{sender}>\n"));
+    out.push_str(&format!("Delivered-To: {}\n", t.recipient));
+    out.push_str(&format!("Received: from {helo} ({})\n", address_literal(t.remote)));
+    if let Some(tls) = t.tls {
+        out.push_str(&format!("\t(using {} with cipher {})\n", clean(&tls.protocol, 32), clean(&tls.cipher, 64)));
+    }
+    out.push_str(&format!("\tby {} (Varan) with {protocol} id {}\n", t.hostname, t.queue_id));
+    out.push_str(&format!("\tfor <{}>; {}\n", t.recipient, varan_core::datetime::rfc5322(secs)));
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_fields() {
+        let rcpt = EmailAddress::parse("u1@bench.test").unwrap();
+        let from = EmailAddress::parse("a@b.example").unwrap();
+        let tls = TlsInfo { protocol: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into() };
+        let text = String::from_utf8(trace(&TraceInfo {
+            hostname: "mx.bench.test",
+            helo: Some("client (evil)\r\nX-Injected: 1"),
+            remote: "127.0.0.2".parse().unwrap(),
+            tls: Some(&tls),
+            authenticated: true,
+            esmtp: true,
+            queue_id: "1A00",
+            sender: Some(&from),
+            recipient: &rcpt,
+            now: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_446_245),
+        }))
+        .unwrap();
+        assert!(text.starts_with("Return-Path: <a@b.example>\nDelivered-To: u1@bench.test\nReceived: from clientevilX-Injected:1 ([127.0.0.2])\n"), "{text}");
+        assert!(text.contains("with ESMTPSA id 1A00\n"));
+        assert!(text.ends_with("for <u1@bench.test>; Mon, 23 Nov 2026 15:04:05 +0000\n"));
+        assert_eq!(text.matches('\n').count(), 6);
+    }
+}

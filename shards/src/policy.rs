@@ -1,0 +1,47 @@
+//! Who may send what to whom: recipient resolution, relay control and
+//! quota at RCPT time (seed 002 §6.7.1 "no open relay").
+
+use crate::live::Live;
+use crate::shard::ShardCtx;
+use std::net::IpAddr;
+use varan_core::directory::{Account, DirectoryError, Resolution};
+use varan_core::EmailAddress;
+use varan_protocols::smtp::Reply;
+
+/// Resolves a recipient to local mailboxes, or the reply refusing it.
+pub fn recipient(ctx: &ShardCtx, live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Vec<Account>, Reply> {
+    if !live.directories.serves(address.domain()) {
+        let may_relay = authenticated || live.config.smtp.full_allowed_ips.iter().any(|n| n.contains(ip));
+        return Err(if may_relay {
+            // Outbound delivery (the queue) is not part of this build yet;
+            // refuse rather than accept mail we cannot deliver.
+            Reply::new(550, (5, 7, 1), format!("<{address}>: Relaying to other domains is not enabled on this server"))
+        } else {
+            Reply::new(554, (5, 7, 1), format!("<{address}>: Relay access denied"))
+        });
+    }
+    match live.directories.lookup(address) {
+        Ok(Some(Resolution::Local(accounts))) => {
+            if let [single] = accounts.as_slice() {
+                // Group expansions are not refused for one full member:
+                // the others would lose the message too.
+                if ctx.quota_used(live, single) >= live.quota_of(single) {
+                    return Err(Reply::new(452, (4, 2, 2), format!("<{address}>: Mailbox full")));
+                }
+            }
+            Ok(accounts)
+        }
+        Ok(Some(Resolution::Forward(_) | Resolution::Mixed { .. })) => {
+            Err(Reply::new(550, (5, 3, 0), format!("<{address}>: Forwarding to external addresses is not enabled on this server")))
+        }
+        Ok(None) => Err(Reply::new(550, (5, 1, 1), format!("<{address}>: Recipient address rejected: User unknown"))),
+        Err(DirectoryError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "directory unavailable");
+            Err(Reply::new(451, (4, 3, 0), "Directory temporarily unavailable, try again later"))
+        }
+        Err(DirectoryError::Data(e)) => {
+            tracing::warn!(error = %e, %address, "directory data error");
+            Err(Reply::new(550, (5, 3, 0), format!("<{address}>: Recipient address cannot be resolved")))
+        }
+    }
+}

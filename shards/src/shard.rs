@@ -1,0 +1,240 @@
+//! One shard: a glommio executor pinned to a core that binds every
+//! listener (SO_REUSEPORT) and owns its connections end to end.
+
+use crate::delivery::{self, Storage};
+use crate::live::{Counters, Live};
+use futures_lite::{FutureExt, StreamExt};
+use glommio::net::TcpListener;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use varan_core::directory::Account;
+use varan_protocols::smtp::ListenerKind;
+use varan_storage::journal::Journal;
+
+/// Messages from the main thread to a shard.
+pub enum Control {
+    Reload(Arc<Live>),
+    Shutdown,
+}
+
+/// How long a cached mailbox size is trusted.
+const QUOTA_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Mailbox sizes cached per shard at most; the table is cleared when full.
+const QUOTA_CACHE_ENTRIES_MAX: usize = 100_000;
+/// Back-off after a failed accept (EMFILE and the like).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
+
+/// A level-triggered stop signal for the tasks of one shard.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: Cell<bool>,
+    event: event_listener::Event,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.flag.set(true);
+        self.event.notify(usize::MAX);
+    }
+
+    pub async fn wait(&self) {
+        while !self.flag.get() {
+            let listener = self.event.listen();
+            if self.flag.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+pub struct ShardCtx {
+    pub shard: usize,
+    live: RefCell<Arc<Live>>,
+    pub counters: Arc<Counters>,
+    pub storage: Storage,
+    /// Where this shard's large messages are spooled (the journal's own
+    /// spool directory, so recovery and cleanup find them).
+    pub spool_dir: std::path::PathBuf,
+    pub shutdown: Rc<Shutdown>,
+    pub quota_cache: RefCell<HashMap<String, (u64, Instant)>>,
+    /// Accounts whose mailbox tree is known to exist (created on first
+    /// delivery); cleared when it reaches the quota cache's size bound.
+    pub ensured: RefCell<std::collections::HashSet<String>>,
+    connection_seq: Cell<u64>,
+    active: Cell<usize>,
+}
+
+impl ShardCtx {
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.borrow())
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        let n = self.connection_seq.get() + 1;
+        self.connection_seq.set(n);
+        (n << 8) | (self.shard as u64 & 0xff)
+    }
+
+    /// Bytes stored in an account's mailbox, from a short-lived cache.
+    pub fn quota_used(&self, live: &Live, account: &Account) -> u64 {
+        let key = account.address.key();
+        if let Some((bytes, at)) = self.quota_cache.borrow().get(&key) {
+            if at.elapsed() < QUOTA_CACHE_TTL {
+                return *bytes;
+            }
+        }
+        let dir = live.layout.user_dir(&account.address);
+        let bytes = match varan_storage::quota::quota_usage(&dir) {
+            Ok((bytes, _)) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot read mailbox size");
+                0
+            }
+        };
+        let mut cache = self.quota_cache.borrow_mut();
+        if cache.len() >= QUOTA_CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (bytes, Instant::now()));
+        bytes
+    }
+
+    /// Adds a stored message to the cached sizes of its mailboxes.
+    pub fn quota_add(&self, accounts: &[&Account], bytes: u64) {
+        let mut cache = self.quota_cache.borrow_mut();
+        for a in accounts {
+            if let Some(entry) = cache.get_mut(&a.address.key()) {
+                entry.0 += bytes;
+            }
+        }
+    }
+}
+
+/// Counts a connection task while it lives.
+struct Active(Rc<ShardCtx>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// The listeners every shard binds.
+pub fn listeners(live: &Live) -> Vec<(SocketAddr, ListenerKind)> {
+    let s = &live.config.smtp;
+    let mut out: Vec<_> = s.listen.iter().map(|a| (*a, ListenerKind::Mx)).collect();
+    out.extend(s.submission_listen.iter().map(|a| (*a, ListenerKind::Submission)));
+    if live.tls.is_some() {
+        out.extend(s.smtps_listen.iter().map(|a| (*a, ListenerKind::Smtps)));
+    }
+    out
+}
+
+/// The body of one shard's executor. Reports bind results on `ready`.
+pub async fn main(
+    shard: usize,
+    live: Arc<Live>,
+    counters: Arc<Counters>,
+    mut control: futures_channel::mpsc::Receiver<Control>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let data = &live.config.server.data_dir;
+    let journal = match Journal::open(&data.join("journal").join(format!("shard-{shard}"))) {
+        Ok((j, leftover)) => {
+            if !leftover.is_empty() {
+                let (rewritten, failed) = delivery::redeliver(&leftover);
+                tracing::warn!(records = leftover.len(), rewritten, failed, "shard journal had undelivered records");
+            }
+            j
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {shard}: journal: {e}")));
+            return;
+        }
+    };
+    let spool_dir = journal.spool_dir().to_path_buf();
+    let (storage, storage_task) = delivery::start(journal, live.config.storage.maildir_root.clone(), live.config.storage.checkpoint_interval);
+    let ctx = Rc::new(ShardCtx {
+        shard,
+        live: RefCell::new(Arc::clone(&live)),
+        counters,
+        storage,
+        spool_dir,
+        shutdown: Rc::new(Shutdown::default()),
+        quota_cache: RefCell::new(HashMap::new()),
+        ensured: RefCell::new(std::collections::HashSet::new()),
+        connection_seq: Cell::new(0),
+        active: Cell::new(0),
+    });
+    let mut acceptors = Vec::new();
+    for (addr, kind) in listeners(&live) {
+        match TcpListener::bind(addr) {
+            Ok(l) => acceptors.push(glommio::spawn_local(accept_loop(Rc::clone(&ctx), l, kind))),
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on {addr} ({kind:?}): {e}")));
+                ctx.shutdown.trigger();
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    while let Some(msg) = control.next().await {
+        match msg {
+            Control::Reload(new) => *ctx.live.borrow_mut() = new,
+            Control::Shutdown => break,
+        }
+    }
+    ctx.shutdown.trigger();
+    for a in acceptors {
+        a.await;
+    }
+    let grace = ctx.live().config.server.shutdown_grace;
+    let deadline = Instant::now() + grace;
+    while ctx.active.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.active.get() > 0 {
+        tracing::warn!(shard, sessions = ctx.active.get(), "closing sessions still open after the shutdown grace period");
+    }
+    drop(ctx);
+    // The storage task ends once every sender is gone; connection tasks
+    // still alive hold one, so give it a bounded time.
+    let _ = glommio::timer::timeout(Duration::from_secs(30), async {
+        storage_task.await;
+        Ok(())
+    })
+    .await;
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKind) {
+    loop {
+        let next = async { Some(listener.accept().await) }.or(async {
+            ctx.shutdown.wait().await;
+            None
+        });
+        match next.await {
+            None => return,
+            Some(Ok(stream)) => {
+                ctx.active.set(ctx.active.get() + 1);
+                let guard = Active(Rc::clone(&ctx));
+                let c = Rc::clone(&ctx);
+                glommio::spawn_local(async move {
+                    crate::smtp::serve(c, stream, kind).await;
+                    drop(guard);
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The SMTP connection driver: feeds socket bytes to the sans-IO
+//! [`Session`] and carries out its actions (directory lookups, AUTH, TLS,
+//! storing the message). Policy decisions live in [`crate::policy`].
+
+use crate::conn::Conn;
+use crate::shard::ShardCtx;
+use crate::{auth, headers, policy};
+use futures_lite::FutureExt;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use varan_core::directory::Account;
+use varan_protocols::smtp::{
+    Action, AuthVerdict, BodySink, ListenerKind, PeerInfo, Reply, Session, SessionConfig, SinkError, StoreOutcome, TlsInfo,
+};
+use varan_storage::journal::{Content, Delivery, JournalRecord};
+use varan_storage::spool::Spool;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 << 10;
+/// Unconsumed input kept at most. The session consumes every complete
+/// command and streams DATA, so more than this means a defect; the
+/// connection is then closed rather than grown.
+const INPUT_PENDING_MAX: usize = 256 << 10;
+/// A TLS handshake must finish within this time.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After shutdown began, how long a session may take to see its 421.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// Streams DATA into a [`Spool`] (memory first, then a spool file).
+struct SpoolSink {
+    dir: std::path::PathBuf,
+    memory_max: usize,
+    spool: Option<Spool>,
+    failed: bool,
+}
+
+impl BodySink for SpoolSink {
+    fn begin(&mut self) {
+        if let Some(old) = self.spool.take() {
+            old.discard();
+        }
+        self.failed = false;
+        self.spool = Some(Spool::new(&self.dir, self.memory_max));
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        let Some(spool) = self.spool.as_mut() else { return Err(SinkError::Io(std::io::Error::other("no message in progress"))) };
+        spool.write(bytes).map_err(|e| {
+            if !self.failed {
+                tracing::error!(error = %e, "spool write failed");
+            }
+            self.failed = true;
+            SinkError::Io(e)
+        })
+    }
+}
+
+/// Recipients accepted in the current transaction, with their mailboxes.
+#[derive(Default)]
+struct Txn {
+    by_recipient: HashMap<String, Vec<Account>>,
+}
+
+pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: ListenerKind) {
+    let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
+    let live = ctx.live();
+    let smtp = &live.config.smtp;
+    let _guard = match ctx.counters.admit_smtp(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
+        Ok(g) => g,
+        Err(why) => {
+            let text = match why {
+                crate::live::Refusal::ServerFull => "Too many connections, try again later",
+                crate::live::Refusal::IpFull => "Too many connections from your address",
+            };
+            let mut conn = Conn::Plain(stream);
+            let _ = conn.write_all(format!("421 4.7.0 {} {text}\r\n", live.config.server.hostname).as_bytes()).await;
+            conn.close().await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let id = ctx.next_connection_id();
+    let span = tracing::info_span!("smtp", shard = ctx.shard, conn = id, peer = %remote);
+    let _enter = span.enter();
+    if live.config.server.log_sessions {
+        tracing::info!(listener = ?kind, "session start");
+    }
+    let mut conn = Conn::Plain(stream);
+    let mut tls = None;
+    if kind == ListenerKind::Smtps {
+        let Some(cfg) = live.tls.clone() else { return };
+        match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(conn.start_tls(cfg).await) }).await {
+            Ok(Ok(p)) => tls = Some(TlsInfo { protocol: p.protocol, cipher: p.cipher }),
+            _ => return,
+        }
+    }
+    let config = Rc::new(SessionConfig::from_config(smtp, &live.config.server.hostname, kind, live.tls.is_some()));
+    let session = Session::new(config, PeerInfo { remote, local }, tls);
+    let mut driver = Driver {
+        ctx: Rc::clone(&ctx),
+        live: Arc::clone(&live),
+        sink: SpoolSink { dir: ctx.spool_dir.clone(), memory_max: live.config.storage.spool_memory_max as usize, spool: None, failed: false },
+        session,
+        conn,
+        txn: Txn::default(),
+        remote,
+    };
+    let messages = driver.run().await;
+    if live.config.server.log_sessions {
+        tracing::info!(messages, "session end");
+    }
+}
+
+struct Driver {
+    ctx: Rc<ShardCtx>,
+    live: Arc<crate::live::Live>,
+    sink: SpoolSink,
+    session: Session,
+    conn: Conn,
+    txn: Txn,
+    remote: std::net::SocketAddr,
+}
+
+enum Input {
+    Data,
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+impl Driver {
+    /// Runs the session to its end; returns the number of messages stored.
+    async fn run(&mut self) -> u32 {
+        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut out: Vec<u8> = Vec::with_capacity(1024);
+        let mut stored = 0u32;
+        let mut shutdown_seen = false;
+        loop {
+            // Process everything we have; each action is carried out before
+            // the session sees more input (it stops at a pending action).
+            loop {
+                let used = self.session.receive(&input, &mut self.sink);
+                input.drain(..used);
+                match self.session.poll_action() {
+                    Some(Action::StartTls) => {
+                        input.clear();
+                        if !self.flush(&mut out).await || !self.upgrade().await {
+                            return stored;
+                        }
+                    }
+                    Some(Action::Close) => {
+                        self.flush(&mut out).await;
+                        self.conn.close().await;
+                        return stored;
+                    }
+                    Some(action) => stored += self.act(action).await,
+                    None if used == 0 => break,
+                    None => {}
+                }
+            }
+            if !self.flush(&mut out).await {
+                return stored;
+            }
+            if self.session.is_closed() {
+                self.conn.close().await;
+                return stored;
+            }
+            if input.len() > INPUT_PENDING_MAX {
+                tracing::error!(pending = input.len(), "session stopped consuming input; closing");
+                return stored;
+            }
+            let timeout = if shutdown_seen { SHUTDOWN_FLUSH } else { self.session.timeout() };
+            match self.read(&mut input, timeout, !shutdown_seen).await {
+                Input::Data => {}
+                Input::Closed => return stored,
+                Input::TimedOut if shutdown_seen => return stored,
+                Input::TimedOut => self.session.timed_out(),
+                Input::Shutdown => {
+                    shutdown_seen = true;
+                    self.session.shutting_down();
+                }
+            }
+        }
+    }
+
+    async fn read(&mut self, input: &mut Vec<u8>, timeout: Duration, watch_shutdown: bool) -> Input {
+        let start = input.len();
+        input.resize(start + READ_CHUNK, 0);
+        let conn = &mut self.conn;
+        let buf = &mut input[start..];
+        let read = async { Ok(Some(conn.read(buf).await)) };
+        let shutdown = Rc::clone(&self.ctx.shutdown);
+        let stop = async move {
+            if watch_shutdown {
+                shutdown.wait().await;
+                Ok(None)
+            } else {
+                futures_lite::future::pending().await
+            }
+        };
+        let result = glommio::timer::timeout(timeout, read.or(stop)).await;
+        let outcome = match result {
+            Ok(Some(Ok(0))) | Ok(Some(Err(_))) => Input::Closed,
+            Ok(Some(Ok(n))) => {
+                input.truncate(start + n);
+                return Input::Data;
+            }
+            Ok(None) => Input::Shutdown,
+            Err(_) => Input::TimedOut,
+        };
+        input.truncate(start);
+        outcome
+    }
+
+    async fn flush(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.session.has_output() {
+            return true;
+        }
+        out.clear();
+        self.session.take_output(out);
+        self.conn.write_all(out).await.is_ok()
+    }
+
+    async fn upgrade(&mut self) -> bool {
+        let Some(cfg) = self.live.tls.clone() else {
+            self.session.tls_failed();
+            return false;
+        };
+        let conn = &mut self.conn;
+        match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(conn.start_tls(cfg).await) }).await {
+            Ok(Ok(p)) => {
+                self.txn = Txn::default();
+                self.session.tls_started(TlsInfo { protocol: p.protocol, cipher: p.cipher });
+                true
+            }
+            _ => {
+                self.session.tls_failed();
+                false
+            }
+        }
+    }
+
+    /// Carries out one action; returns 1 when a message was stored.
+    async fn act(&mut self, action: Action) -> u32 {
+        match action {
+            Action::CheckRecipient { address, index } => {
+                if index == 0 {
+                    self.txn = Txn::default();
+                }
+                let decision = policy::recipient(&self.ctx, &self.live, &address, self.session.authenticated().is_some(), self.remote.ip());
+                match decision {
+                    Ok(accounts) => {
+                        self.txn.by_recipient.insert(address.key(), accounts);
+                        self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Accept);
+                    }
+                    Err(reply) => self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Reject(reply)),
+                }
+                0
+            }
+            Action::Authenticate { authzid, authcid, password, .. } => {
+                let verdict = auth::login(&self.live, &authzid, &authcid, password).await;
+                if verdict != AuthVerdict::Success {
+                    tracing::info!(login = %authcid, "authentication failed");
+                }
+                self.session.auth_checked(verdict);
+                0
+            }
+            Action::MessageComplete => self.store().await,
+            Action::StartTls | Action::Close => 0,
+        }
+    }
+
+    async fn store(&mut self) -> u32 {
+        let Some(spool) = self.sink.spool.take() else {
+            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+            return 0;
+        };
+        if self.sink.failed {
+            spool.discard();
+            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+            return 0;
+        }
+        let content = match glommio::executor().spawn_blocking(move || spool.finish()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "spool finish failed");
+                self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+                return 0;
+            }
+        };
+        if let Err(e) = self.ensure_mailboxes().await {
+            tracing::error!(error = %e, "cannot create mailbox");
+            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing, try again later")));
+            return 0;
+        }
+        let id = self.ctx.storage.next_id();
+        let queue_id = format!("{:X}{:02X}", id, self.ctx.shard);
+        let record = self.record(id, &queue_id, content);
+        let size = self.session.message_sizes().0;
+        match self.ctx.storage.commit(record).await {
+            Ok(()) => {
+                let accounts: Vec<&Account> = self.txn.by_recipient.values().flatten().collect();
+                self.ctx.quota_add(&accounts, size);
+                self.session.message_stored(StoreOutcome::Accepted { queue_id });
+                1
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "message not stored");
+                self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing, try again later")));
+                0
+            }
+        }
+    }
+
+    /// Creates the mailbox tree (INBOX and special folders) of accounts
+    /// receiving their first message, on the blocking pool.
+    async fn ensure_mailboxes(&self) -> std::io::Result<()> {
+        let missing: Vec<varan_core::EmailAddress> = {
+            let ensured = self.ctx.ensured.borrow();
+            self.txn.by_recipient.values().flatten().filter(|a| !ensured.contains(&a.address.key())).map(|a| a.address.clone()).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let live = Arc::clone(&self.live);
+        let done = missing.clone();
+        glommio::executor()
+            .spawn_blocking(move || missing.iter().try_for_each(|a| live.layout.ensure_user(a).map(drop)))
+            .await?;
+        let mut ensured = self.ctx.ensured.borrow_mut();
+        if ensured.len() > 100_000 {
+            ensured.clear();
+        }
+        ensured.extend(done.iter().map(|a| a.key()));
+        Ok(())
+    }
+
+    fn record(&self, id: u64, queue_id: &str, content: Content) -> JournalRecord {
+        let env = self.session.envelope();
+        let (lf_size, crlf_size) = self.session.message_sizes();
+        let now = std::time::SystemTime::now();
+        let mut seen = std::collections::HashSet::new();
+        let mut deliveries = Vec::new();
+        for rcpt in &env.recipients {
+            let Some(accounts) = self.txn.by_recipient.get(&rcpt.address.key()) else { continue };
+            for account in accounts {
+                if !seen.insert(account.address.key()) {
+                    continue; // one copy per mailbox, however it was addressed
+                }
+                let prefix = headers::trace(&headers::TraceInfo {
+                    hostname: &self.live.config.server.hostname,
+                    helo: self.session.helo(),
+                    remote: self.remote.ip(),
+                    tls: self.session.tls(),
+                    authenticated: self.session.authenticated().is_some(),
+                    esmtp: self.session.is_esmtp(),
+                    queue_id,
+                    sender: env.mail_from.as_ref(),
+                    recipient: &account.address,
+                    now,
+                });
+                let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
+                let name = self.live.layout.new_message_name(
+                    self.ctx.shard,
+                    id,
+                    lf_size + prefix.len() as u64,
+                    crlf_size + prefix.len() as u64 + lines,
+                    now,
+                );
+                let path = self.live.layout.user_dir(&account.address).join("new").join(name);
+                deliveries.push(Delivery { path, prefix });
+            }
+        }
+        JournalRecord { id, deliveries, content }
+    }
+}
