@@ -450,12 +450,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration in the largest unit that divides it exactly.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
     for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s != 0 && s % len == 0 {
+        if s != 0 && s.is_multiple_of(len) {
             return format!("{}{unit}", s / len);
         }
     }
@@ -484,7 +484,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Formats a size in the largest unit that divides it exactly.
 pub fn format_size(n: u64) -> String {
     for (unit, len) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000)] {
-        if n != 0 && n % len == 0 {
+        if n != 0 && n.is_multiple_of(len) {
             return format!("{}{unit}", n / len);
         }
     }
