@@ -14,10 +14,11 @@ use futures_lite::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::rc::Rc;
 use std::time::Duration;
-use varan_storage::journal::{Journal, JournalRecord};
+use varan_storage::journal::{Journal, JournalRecord, SegmentId};
+use varan_storage::maildir::FsSyncer;
 
 /// Records waiting for the committer before senders are pushed back.
 /// Bounds memory: each waiting record holds at most `spool_memory_max`.
@@ -87,12 +88,13 @@ impl InFlight {
 /// Starts the storage task of this shard. Returns the handle sessions use
 /// and the task, which ends when every handle is dropped and its work is
 /// done and checkpointed.
-pub fn start(journal: Journal, maildir_root: PathBuf, checkpoint_interval: Duration) -> (Storage, glommio::Task<()>) {
+pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration) -> std::io::Result<(Storage, glommio::Task<()>)> {
+    let syncer = Arc::new(FsSyncer::open(maildir_root)?);
     let (tx, rx) = local_channel::new_bounded(QUEUE_DEPTH);
     let mut journal = journal;
     let next_id = Rc::new(Cell::new(journal.next_id()));
-    let task = glommio::spawn_local(run(journal, rx, maildir_root, checkpoint_interval));
-    (Storage { tx: Rc::new(tx), next_id }, task)
+    let task = glommio::spawn_local(run(journal, rx, syncer, checkpoint_interval));
+    Ok((Storage { tx: Rc::new(tx), next_id }, task))
 }
 
 enum Wake {
@@ -100,9 +102,28 @@ enum Wake {
     Tick,
 }
 
-async fn run(journal: Journal, rx: LocalReceiver<Pending>, maildir_root: PathBuf, interval: Duration) {
+/// Checkpoint state shared by the commit loop, delivery tasks and the
+/// sync task.
+struct Checkpoints {
+    /// Kept open from start-up so syncfs reports every writeback error.
+    syncer: Arc<FsSyncer>,
+    /// A sync task is running (at most one at a time).
+    syncing: Cell<bool>,
+    /// Segments up to this one are synced and may be deleted.
+    retirable: Cell<Option<SegmentId>>,
+    /// Records whose Maildir write failed; retried before each sync. While
+    /// any remain, no segment is retired (retiring is cumulative).
+    failed: RefCell<Vec<JournalRecord>>,
+    /// A syncfs reported a writeback error: what the page cache holds may
+    /// not be on disk, so nothing is retired until a restart replays the
+    /// journal against the disk (recovery compares bytes).
+    poisoned: Cell<bool>,
+}
+
+async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>, interval: Duration) {
     let mut journal = Some(journal);
     let inflight = Rc::new(InFlight::default());
+    let checkpoints = Rc::new(Checkpoints { syncer, syncing: Cell::new(false), retirable: Cell::new(None), failed: RefCell::new(Vec::new()), poisoned: Cell::new(false) });
     let mut generation = 0u64;
     let mut dirty = false;
     let mut last_checkpoint = std::time::Instant::now();
@@ -111,40 +132,127 @@ async fn run(journal: Journal, rx: LocalReceiver<Pending>, maildir_root: PathBuf
             glommio::timer::sleep(interval).await;
             Wake::Tick
         });
-        let first = match wake.await {
-            Wake::Record(Some(p)) => Some(p),
-            Wake::Record(None) => None,
-            Wake::Tick => {
-                if dirty {
-                    checkpoint(&mut journal, &inflight, &mut generation, &maildir_root).await;
-                    dirty = false;
-                    last_checkpoint = std::time::Instant::now();
+        match wake.await {
+            Wake::Record(None) => break,
+            Wake::Record(Some(first)) => {
+                let mut batch = vec![first];
+                while batch.len() < BATCH_RECORDS_MAX {
+                    match futures_lite::future::poll_once(rx.recv()).await {
+                        Some(Some(p)) => batch.push(p),
+                        _ => break,
+                    }
                 }
-                continue;
+                commit_batch(&mut journal, batch, &inflight, &checkpoints, generation).await;
+                dirty = true;
             }
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_RECORDS_MAX {
-            match futures_lite::future::poll_once(rx.recv()).await {
-                Some(Some(p)) => batch.push(p),
-                _ => break,
-            }
+            Wake::Tick => {}
         }
-        commit_batch(&mut journal, batch, &inflight, generation).await;
-        dirty = true;
-        if last_checkpoint.elapsed() >= interval {
-            checkpoint(&mut journal, &inflight, &mut generation, &maildir_root).await;
-            dirty = false;
-            last_checkpoint = std::time::Instant::now();
+        retire_synced(&mut journal, &checkpoints);
+        if dirty && last_checkpoint.elapsed() >= interval && !checkpoints.syncing.get() {
+            if let Some(closed) = rotate(&mut journal).await {
+                start_sync(closed, generation, &inflight, &checkpoints);
+                generation += 1;
+                dirty = false;
+                last_checkpoint = std::time::Instant::now();
+            }
         }
     }
-    if dirty {
-        checkpoint(&mut journal, &inflight, &mut generation, &maildir_root).await;
+    // Shutdown: wait for the running sync, then checkpoint what is left.
+    finish(&mut journal, &inflight, &checkpoints, generation, dirty).await;
+}
+
+/// Deletes segments a finished sync task has made redundant.
+fn retire_synced(journal: &mut Option<Journal>, checkpoints: &Checkpoints) {
+    let (Some(j), Some(upto)) = (journal.as_mut(), checkpoints.retirable.get()) else { return };
+    checkpoints.retirable.set(None);
+    if let Err(e) = j.retire(upto) {
+        tracing::warn!(error = %e, "could not delete retired journal segments");
     }
 }
 
-async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflight: &Rc<InFlight>, generation: u64) {
+/// Starts a new segment (create, header, fdatasync, directory fsync) on
+/// the blocking pool; returns the closed segment.
+async fn rotate(journal: &mut Option<Journal>) -> Option<SegmentId> {
+    let mut j = journal.take()?;
+    let (j, rotated) = glommio::executor()
+        .spawn_blocking(move || {
+            let r = j.rotate();
+            (j, r)
+        })
+        .await;
+    *journal = Some(j);
+    match rotated {
+        Ok(closed) => Some(closed),
+        Err(e) => {
+            tracing::error!(error = %e, "journal rotation failed");
+            None
+        }
+    }
+}
+
+/// In the background: wait for the deliveries of the closed segments,
+/// syncfs once, then mark the segments retirable. Commits go on meanwhile
+/// into the new segment.
+fn start_sync(closed: SegmentId, generation: u64, inflight: &Rc<InFlight>, checkpoints: &Rc<Checkpoints>) {
+    checkpoints.syncing.set(true);
+    let (inflight, checkpoints) = (Rc::clone(inflight), Rc::clone(checkpoints));
+    glommio::spawn_local(async move {
+        if sync_segments(generation, &inflight, &checkpoints).await {
+            checkpoints.retirable.set(Some(closed));
+        }
+        checkpoints.syncing.set(false);
+    })
+    .detach();
+}
+
+async fn sync_segments(generation: u64, inflight: &InFlight, checkpoints: &Checkpoints) -> bool {
+    if checkpoints.poisoned.get() {
+        return false;
+    }
+    let deadline = std::time::Instant::now() + CHECKPOINT_WAIT_MAX;
+    while inflight.busy_up_to(generation) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!("checkpoint: deliveries still running; segment kept for the next checkpoint");
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let retry = std::mem::take(&mut *checkpoints.failed.borrow_mut());
+    let retry = if retry.is_empty() { retry } else { glommio::executor().spawn_blocking(move || retry_failed(retry)).await };
+    let held = !retry.is_empty();
+    checkpoints.failed.borrow_mut().extend(retry);
+    let syncer = Arc::clone(&checkpoints.syncer);
+    match glommio::executor().spawn_blocking(move || syncer.sync()).await {
+        Ok(()) if held => {
+            tracing::error!(records = checkpoints.failed.borrow().len(), "undelivered records remain; journal segments kept");
+            false
+        }
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "syncfs reported a writeback error; the journal is kept until restart, which re-checks every file");
+            checkpoints.poisoned.set(true);
+            false
+        }
+    }
+}
+
+async fn finish(journal: &mut Option<Journal>, inflight: &Rc<InFlight>, checkpoints: &Rc<Checkpoints>, generation: u64, dirty: bool) {
+    while checkpoints.syncing.get() {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    retire_synced(journal, checkpoints);
+    if !dirty {
+        return;
+    }
+    if let Some(closed) = rotate(journal).await {
+        if sync_segments(generation, inflight, checkpoints).await {
+            checkpoints.retirable.set(Some(closed));
+            retire_synced(journal, checkpoints);
+        }
+    }
+}
+
+async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflight: &Rc<InFlight>, checkpoints: &Rc<Checkpoints>, generation: u64) {
     let (records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
     let Some(mut j) = journal.take() else {
         for w in waiters {
@@ -165,9 +273,10 @@ async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflig
                 let _ = w.send(Ok(()));
             }
             inflight.start(generation);
-            let inflight = Rc::clone(inflight);
+            let (inflight, checkpoints) = (Rc::clone(inflight), Rc::clone(checkpoints));
             glommio::spawn_local(async move {
-                glommio::executor().spawn_blocking(move || deliver_all(&records)).await;
+                let failed = glommio::executor().spawn_blocking(move || deliver_all(records)).await;
+                checkpoints.failed.borrow_mut().extend(failed);
                 inflight.finish(generation);
             })
             .detach();
@@ -182,19 +291,37 @@ async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflig
 }
 
 /// Writes every delivery of every record (no fsync: the journal holds
-/// them until the next checkpoint). Failures are logged; the record stays
-/// in the journal and is retried by recovery at the next start.
-pub fn deliver_all(records: &[JournalRecord]) -> usize {
-    let mut failed = 0;
+/// them until the next checkpoint). Returns the records with a failed
+/// target; the checkpoint retries them and keeps the journal meanwhile.
+pub fn deliver_all(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+    let mut failed = Vec::new();
     for r in records {
+        let mut ok = true;
         for d in &r.deliveries {
             if let Err(e) = deliver_one(d, &r.content) {
-                failed += 1;
-                tracing::error!(path = %d.path.display(), error = %e, "maildir delivery failed; will retry from the journal at next start");
+                ok = false;
+                tracing::error!(path = %d.path.display(), error = %e, "maildir delivery failed; kept in the journal and retried");
             }
+        }
+        if !ok {
+            failed.push(r);
         }
     }
     failed
+}
+
+/// Retries records that failed before, writing only what is missing.
+fn retry_failed(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+    records.into_iter().filter(|r| redeliver(std::slice::from_ref(r)).1 > 0).collect()
+}
+
+/// The user's Maildir root (where `maildirsize` lives) of a target
+/// `<maildir>/new/<name>`: the maildir itself for INBOX, its parent for a
+/// Maildir++ folder (`.Name`, marked by a `maildirfolder` file).
+fn mailbox_root(target: &std::path::Path) -> Option<&std::path::Path> {
+    let maildir = target.parent()?.parent()?;
+    let is_folder = maildir.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) && maildir.join("maildirfolder").exists();
+    if is_folder { maildir.parent() } else { Some(maildir) }
 }
 
 /// Recovery of records left in a journal: writes only targets that are
@@ -207,7 +334,7 @@ pub fn redeliver(records: &[JournalRecord]) -> (usize, usize) {
 
 fn deliver_one(d: &varan_storage::journal::Delivery, content: &varan_storage::journal::Content) -> std::io::Result<()> {
     varan_storage::maildir::deliver(d, content)?;
-    if let Some(user_dir) = d.path.parent().and_then(|new| new.parent()) {
+    if let Some(user_dir) = mailbox_root(&d.path) {
         let name = d.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let size = varan_storage::maildir::parse_sizes(name).0.unwrap_or(0) as i64;
         if let Err(e) = varan_storage::quota::quota_add(user_dir, size, 1) {
@@ -215,34 +342,4 @@ fn deliver_one(d: &varan_storage::journal::Delivery, content: &varan_storage::jo
         }
     }
     Ok(())
-}
-
-async fn checkpoint(journal: &mut Option<Journal>, inflight: &InFlight, generation: &mut u64, root: &std::path::Path) {
-    let Some(j) = journal.as_mut() else { return };
-    let closed = match j.rotate() {
-        Ok(seg) => seg,
-        Err(e) => {
-            tracing::error!(error = %e, "journal rotation failed");
-            return;
-        }
-    };
-    let closed_generation = *generation;
-    *generation += 1;
-    let deadline = std::time::Instant::now() + CHECKPOINT_WAIT_MAX;
-    while inflight.busy_up_to(closed_generation) {
-        if std::time::Instant::now() > deadline {
-            tracing::warn!("checkpoint: deliveries still running; segment kept for the next checkpoint");
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
-    let root = root.to_path_buf();
-    let synced = glommio::executor().spawn_blocking(move || varan_storage::maildir::sync_filesystem(&root)).await;
-    if let Err(e) = synced {
-        tracing::error!(error = %e, "syncfs failed; journal kept");
-        return;
-    }
-    if let Err(e) = j.retire(closed) {
-        tracing::warn!(error = %e, "could not delete retired journal segments");
-    }
 }

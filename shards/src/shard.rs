@@ -159,7 +159,13 @@ pub async fn main(
         }
     };
     let spool_dir = journal.spool_dir().to_path_buf();
-    let (storage, storage_task) = delivery::start(journal, live.config.storage.maildir_root.clone(), live.config.storage.checkpoint_interval);
+    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {shard}: {}: {e}", live.config.storage.maildir_root.display())));
+            return;
+        }
+    };
     let ctx = Rc::new(ShardCtx {
         shard,
         live: RefCell::new(Arc::clone(&live)),

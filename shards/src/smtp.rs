@@ -139,10 +139,13 @@ impl Driver {
         let mut shutdown_seen = false;
         loop {
             // Process everything we have; each action is carried out before
-            // the session sees more input (it stops at a pending action).
+            // the session sees more input (it stops at a pending action,
+            // and when 64 KiB of replies wait to be sent).
+            let mut consumed_any = false;
             loop {
                 let used = self.session.receive(&input, &mut self.sink);
                 input.drain(..used);
+                consumed_any |= used > 0;
                 match self.session.poll_action() {
                     Some(Action::StartTls) => {
                         input.clear();
@@ -160,12 +163,17 @@ impl Driver {
                     None => {}
                 }
             }
+            let flushed = self.session.has_output();
             if !self.flush(&mut out).await {
                 return stored;
             }
             if self.session.is_closed() {
                 self.conn.close().await;
                 return stored;
+            }
+            // Replies were holding input back: go on with what is buffered.
+            if !input.is_empty() && (flushed || consumed_any) {
+                continue;
             }
             if input.len() > INPUT_PENDING_MAX {
                 tracing::error!(pending = input.len(), "session stopped consuming input; closing");
@@ -282,7 +290,9 @@ impl Driver {
             self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
             return 0;
         }
-        let content = match glommio::executor().spawn_blocking(move || spool.finish()).await {
+        // A spilled spool is fdatasync'ed by finish: do that off the shard.
+        let finished = if spool.spilled_path().is_some() { glommio::executor().spawn_blocking(move || spool.finish()).await } else { spool.finish() };
+        let content = match finished {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "spool finish failed");

@@ -26,6 +26,7 @@ pub fn probe_io_uring() -> io::Result<()> {
 }
 
 /// RLIMIT_MEMLOCK (soft, hard) in bytes; `u64::MAX` means unlimited.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 pub fn memlock_limit() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the struct we own.
