@@ -32,6 +32,8 @@ pub const SMTP_PORT: u16 = 25;
 pub const SUBMISSION_PORT: u16 = 587;
 pub const SMTPS_PORT: u16 = 465;
 pub const ADMIN_PORT: u16 = 9999;
+/// Connection limits of a quickstart installation (total and per IP).
+pub const QUICKSTART_CONNECTIONS_MAX: usize = 1000;
 
 /// `base + standard`; refuses bases that would overflow the port range.
 pub fn port(base: Option<u16>, standard: u16) -> Result<u16, AdminError> {
@@ -70,6 +72,12 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport, AdminErr
     config.smtp.listen = vec![at(SMTP_PORT)?];
     config.smtp.submission_listen = vec![at(SUBMISSION_PORT)?];
     config.smtp.smtps_listen = vec![at(SMTPS_PORT)?];
+    // A trial or benchmark node sees its load from few addresses (often
+    // one load generator on loopback); the production defaults (100 in
+    // all, 20 per IP) would refuse it. docs/install.md says to lower these
+    // when the node faces the Internet.
+    config.smtp.connections_max = QUICKSTART_CONNECTIONS_MAX;
+    config.smtp.connections_per_ip_max = QUICKSTART_CONNECTIONS_MAX;
     config.storage.maildir_root = dir.join("mail");
     config.admin.listen = vec![at(ADMIN_PORT)?];
     config.admin.password = generate_password(16);

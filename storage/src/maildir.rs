@@ -133,7 +133,7 @@ impl MaildirLayout {
     pub fn new_message_name(&self, shard: usize, seq: u64, lf_size: u64, crlf_size: u64, now: SystemTime) -> String {
         let t = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let host = escape_host(&self.host);
-        format!("{}.M{}P{}Q{}_{}.{},S={},W={}", t.as_secs(), t.subsec_micros(), std::process::id(), shard, seq, host, lf_size, crlf_size)
+        format!("{}.M{}P{}Q{}_{}.{},S={},W={}", t.as_secs(), t.subsec_micros(), process_id(), shard, seq, host, lf_size, crlf_size)
     }
 
     /// The target path of a new message in a folder (`None`: INBOX).
@@ -440,6 +440,12 @@ impl FsSyncer {
     pub fn sync(&self) -> io::Result<()> {
         sys::syncfs(&self.file)
     }
+}
+
+/// This process's id, read once (`getpid` per delivery adds up).
+fn process_id() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// The host name for Maildir file names, read once. `/proc` avoids an
