@@ -186,6 +186,11 @@ pub struct StorageConfig {
     /// How often delivered files are made durable and the journal trimmed.
     #[serde(with = "duration")]
     pub checkpoint_interval: Duration,
+    /// Journal segments are filled with zeros to this size before use
+    /// (and recycled), so a commit's fdatasync changes no metadata; 0
+    /// grows segments as needed. See docs/design/durability.md.
+    #[serde(with = "size")]
+    pub journal_segment_size: u64,
     /// A message up to this size is kept in memory while it arrives;
     /// larger ones are spooled to disk as they stream in.
     #[serde(with = "size")]
@@ -203,6 +208,7 @@ impl Default for StorageConfig {
         Self {
             maildir_root: PathBuf::from("/var/lib/varan/mail"),
             checkpoint_interval: Duration::from_secs(1),
+            journal_segment_size: 32 << 20,
             spool_memory_max: 256 << 10,
             archive_folder: "Archive".into(),
             drafts_folder: "Drafts".into(),
@@ -289,6 +295,7 @@ pub mod caps {
     pub const CONNECTIONS_MAX: usize = 1_000_000;
     pub const SPOOL_MEMORY_MAX: u64 = 16 << 20;
     pub const SHARDS_MAX: usize = 1024;
+    pub const JOURNAL_SEGMENT_MAX: u64 = 1 << 30;
 }
 
 impl Config {
@@ -339,6 +346,9 @@ impl Config {
         }
         if self.storage.spool_memory_max > caps::SPOOL_MEMORY_MAX {
             return Err(invalid("storage.spool_memory_max", format!("must be at most {} bytes", caps::SPOOL_MEMORY_MAX)));
+        }
+        if self.storage.journal_segment_size > caps::JOURNAL_SEGMENT_MAX {
+            return Err(invalid("storage.journal_segment_size", format!("must be at most {} bytes", caps::JOURNAL_SEGMENT_MAX)));
         }
         if self.storage.checkpoint_interval < Duration::from_millis(10) || self.storage.checkpoint_interval > Duration::from_secs(60) {
             return Err(invalid("storage.checkpoint_interval", "must be 10ms to 60s"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use varan_core::config::Config;
-use varan_storage::journal::Journal;
+use varan_storage::journal::{Journal, JournalOptions};
 
 /// Shards must report their listeners bound within this time.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,7 +126,8 @@ fn recover(config: &Config) -> Result<(), String> {
     let entries = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     for dir in dirs {
-        let (mut journal, records) = Journal::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let options = JournalOptions { segment_bytes: config.storage.journal_segment_size };
+        let (mut journal, records) = Journal::open_with_options(&dir, &dir.join("spool"), options).map_err(|e| format!("{}: {e}", dir.display()))?;
         if records.is_empty() {
             continue;
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use varan_core::directory::Account;
 use varan_protocols::smtp::ListenerKind;
-use varan_storage::journal::Journal;
+use varan_storage::journal::{Journal, JournalOptions};
 
 /// Messages from the main thread to a shard.
 pub enum Control {
@@ -145,7 +145,9 @@ pub async fn main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let data = &live.config.server.data_dir;
-    let journal = match Journal::open(&data.join("journal").join(format!("shard-{shard}"))) {
+    let dir = data.join("journal").join(format!("shard-{shard}"));
+    let options = JournalOptions { segment_bytes: live.config.storage.journal_segment_size };
+    let journal = match Journal::open_with_options(&dir, &dir.join("spool"), options) {
         Ok((j, leftover)) => {
             if !leftover.is_empty() {
                 let (rewritten, failed) = delivery::redeliver(&leftover);

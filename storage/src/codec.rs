@@ -137,7 +137,10 @@ pub(crate) fn check_target(path: &Path) -> io::Result<()> {
 
 /// Encodes one record. `spool_len` is the length of the spool file for
 /// `Content::Spooled` (recorded so recovery can tell a damaged spool file).
-pub(crate) fn encode(record: &JournalRecord, spool_len: u64) -> io::Result<Encoded<'_>> {
+/// Encodes one record for segment `segment`. The segment id is part of
+/// the checksum, so a record left over from a recycled segment's previous
+/// life can never be read as belonging to the new one.
+pub(crate) fn encode(record: &JournalRecord, spool_len: u64, segment: u64) -> io::Result<Encoded<'_>> {
     if record.deliveries.len() > DELIVERIES_MAX {
         return Err(invalid(format!("journal record has {} deliveries; at most {DELIVERIES_MAX}", record.deliveries.len())));
     }
@@ -173,6 +176,7 @@ pub(crate) fn encode(record: &JournalRecord, spool_len: u64) -> io::Result<Encod
     // Fits: RECORD_BYTES_MAX < u32::MAX.
     let len_bytes = (payload_len as u32).to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
+    crc.update(&segment.to_le_bytes());
     crc.update(&[FORMAT_VERSION]);
     crc.update(&len_bytes);
     crc.update(&head[FRAME_HEADER_BYTES..]);
@@ -276,10 +280,14 @@ pub(crate) struct SegmentContents {
     pub stop: Option<Stop>,
 }
 
-/// Reads a segment of `file_len` bytes from `r`. Never panics and never
-/// allocates more than the bytes that are actually left in the file.
+/// The reason given when reading meets never-written (zeroed) space of a
+/// preallocated segment: the normal end, not damage.
+pub(crate) const STOP_ZERO_FILL: &str = "end of written records (preallocated space)";
+
+/// Reads segment `segment` of `file_len` bytes from `r`. Never panics and
+/// never allocates more than the bytes that are actually left in the file.
 /// Errors are I/O errors of `r` only; damage ends the read with `stop`.
-pub(crate) fn read_segment(r: &mut impl Read, file_len: u64) -> io::Result<SegmentContents> {
+pub(crate) fn read_segment(r: &mut impl Read, file_len: u64, segment: u64) -> io::Result<SegmentContents> {
     let mut out = SegmentContents::default();
     if file_len < SEGMENT_HEADER_BYTES as u64 {
         if file_len > 0 {
@@ -307,6 +315,10 @@ pub(crate) fn read_segment(r: &mut impl Read, file_len: u64) -> io::Result<Segme
         r.read_exact(&mut fh)?;
         let len = u64::from(u32::from_le_bytes([fh[5], fh[6], fh[7], fh[8]]));
         let crc = u32::from_le_bytes([fh[9], fh[10], fh[11], fh[12]]);
+        if fh.iter().all(|&b| b == 0) {
+            out.stop = stop(STOP_ZERO_FILL);
+            return Ok(out);
+        }
         if fh[..4] != RECORD_MAGIC {
             out.stop = stop("bad record magic");
             return Ok(out);
@@ -327,6 +339,7 @@ pub(crate) fn read_segment(r: &mut impl Read, file_len: u64) -> io::Result<Segme
         let mut payload = vec![0u8; len as usize];
         r.read_exact(&mut payload)?;
         let mut h = crc32fast::Hasher::new();
+        h.update(&segment.to_le_bytes());
         h.update(&fh[4..9]);
         h.update(&payload);
         if h.finalize() != crc {
@@ -360,7 +373,7 @@ mod tests {
     fn segment(records: &[(JournalRecord, u64)]) -> Vec<u8> {
         let mut out = encode_segment_header(SegmentHeader { segment: 7, id_base: 100 }).to_vec();
         for (r, len) in records {
-            let e = encode(r, *len).unwrap();
+            let e = encode(r, *len, 7).unwrap();
             out.extend_from_slice(&e.head);
             out.extend_from_slice(e.tail);
         }
@@ -368,7 +381,7 @@ mod tests {
     }
 
     fn read(bytes: &[u8]) -> SegmentContents {
-        read_segment(&mut &bytes[..], bytes.len() as u64).unwrap()
+        read_segment(&mut &bytes[..], bytes.len() as u64, 7).unwrap()
     }
 
     #[test]
@@ -386,14 +399,14 @@ mod tests {
     fn refuses_bad_records_before_writing() {
         let mut r = sample(1, Content::Inline(Vec::new()));
         r.deliveries[0].path = "relative/new/x".into();
-        assert!(encode(&r, 0).is_err());
+        assert!(encode(&r, 0, 7).is_err());
         r.deliveries[0].path = "/m/u/cur/x".into();
-        assert!(encode(&r, 0).is_err(), "target outside new/ accepted");
+        assert!(encode(&r, 0, 7).is_err(), "target outside new/ accepted");
         r.deliveries[0].path = "/m/u/new/x".into();
         r.deliveries[0].prefix = vec![b'a'; PREFIX_BYTES_MAX + 1];
-        assert!(encode(&r, 0).is_err());
+        assert!(encode(&r, 0, 7).is_err());
         let too_many = JournalRecord { id: 1, deliveries: vec![Delivery { path: "/m/u/new/x".into(), prefix: vec![] }; DELIVERIES_MAX + 1], content: Content::Inline(vec![]) };
-        assert!(encode(&too_many, 0).is_err());
+        assert!(encode(&too_many, 0, 7).is_err());
     }
 
     #[test]
@@ -426,6 +439,21 @@ mod tests {
             assert_eq!(got.records, vec![(a.clone(), None)], "flip at {i}");
             assert!(got.stop.is_some());
         }
+    }
+
+    #[test]
+    fn zero_fill_is_a_clean_end_and_other_segments_records_are_refused() {
+        let a = sample(1, Content::Inline(b"x\n".to_vec()));
+        let mut seg = segment(&[(a.clone(), 0)]);
+        seg.extend_from_slice(&[0u8; 4096]);
+        let got = read(&seg);
+        assert_eq!(got.records, vec![(a.clone(), None)]);
+        assert_eq!(got.stop.map(|s| s.reason), Some(STOP_ZERO_FILL));
+        // The same bytes read as another segment (a recycled file's stale
+        // tail) fail the checksum.
+        let other = read_segment(&mut &seg[..], seg.len() as u64, 8).unwrap();
+        assert!(other.records.is_empty());
+        assert_eq!(other.stop.map(|s| s.reason), Some("record checksum mismatch"));
     }
 
     #[test]

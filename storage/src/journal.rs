@@ -39,7 +39,8 @@ use crate::sys;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,24 @@ const WRITE_BUFFER_BYTES: usize = 256 << 10;
 const READ_BUFFER_BYTES: usize = 1 << 20;
 /// File name of the journal lock.
 const LOCK_FILE: &str = "lock";
+/// Retired segments kept (renamed `spare-*.log`) for reuse as new ones.
+const SPARES_MAX: usize = 1;
+/// Zeros written per call while preallocating a segment.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+/// The most a segment may be preallocated (and the config may ask for).
+pub const SEGMENT_PREALLOCATION_MAX: u64 = 1 << 30;
+
+/// How segments are laid out on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// Bytes each new segment is filled with zeros to before use (0: grow
+    /// as records come). Appends into written space change no file-system
+    /// metadata, so their `fdatasync` needs no file-system journal commit
+    /// and does not wait for the data of every Maildir file written since
+    /// the last one (ext4 `data=ordered`). Retired segments are recycled,
+    /// so the zeros are written once.
+    pub segment_bytes: u64,
+}
 
 /// One accepted message: where it must end up and what it contains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +155,9 @@ impl IdSource {
 struct Segment {
     id: SegmentId,
     file: File,
+    /// Bytes of header and records written; the file may be longer
+    /// (preallocated zeros, or a recycled segment's old contents).
+    len: u64,
     spool_files: Vec<PathBuf>,
 }
 
@@ -152,6 +174,9 @@ pub struct Journal {
     closed: BTreeMap<SegmentId, Vec<PathBuf>>,
     recovered_upto: Option<SegmentId>,
     ids: IdSource,
+    options: JournalOptions,
+    /// Retired segment files waiting to be reused.
+    spares: Vec<PathBuf>,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -186,6 +211,14 @@ impl Journal {
     /// Records whose spool file is missing or has the wrong length cannot
     /// be delivered; they are logged as lost and left out.
     pub fn open_with_spool(dir: &Path, spool_dir: &Path) -> io::Result<(Journal, Vec<JournalRecord>)> {
+        Self::open_with_options(dir, spool_dir, JournalOptions::default())
+    }
+
+    /// As [`Journal::open_with_spool`], with segment preallocation.
+    pub fn open_with_options(dir: &Path, spool_dir: &Path, options: JournalOptions) -> io::Result<(Journal, Vec<JournalRecord>)> {
+        if options.segment_bytes > SEGMENT_PREALLOCATION_MAX {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("journal segment preallocation over {SEGMENT_PREALLOCATION_MAX} bytes")));
+        }
         fs::create_dir_all(dir)?;
         fs::create_dir_all(spool_dir)?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join(LOCK_FILE))?;
@@ -207,7 +240,10 @@ impl Journal {
             closed: BTreeMap::new(),
             recovered_upto: None,
             ids: IdSource(Arc::new(AtomicU64::new(replay.next_id))),
+            options,
+            spares: Vec::new(),
         };
+        journal.adopt_spares()?;
         journal.start_segment()?;
         let records = journal.adopt_replay(replay)?;
         journal.remove_orphan_spool_files(&records)?;
@@ -270,20 +306,54 @@ impl Journal {
         Ok(())
     }
 
-    /// Creates the next segment and makes it durable (header, fdatasync,
-    /// directory fsync) before any record goes in.
+    /// Finds `spare-*.log` files of a previous run: reused when
+    /// preallocation is on, deleted otherwise.
+    fn adopt_spares(&mut self) -> io::Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let is_spare = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("spare-") && n.ends_with(".log"));
+            if !is_spare {
+                continue;
+            }
+            if self.options.segment_bytes > 0 && self.spares.len() < SPARES_MAX {
+                self.spares.push(path);
+            } else {
+                remove_if_exists(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the next segment (reusing a spare when there is one) and
+    /// makes it durable (header, fdatasync, directory fsync) before any
+    /// record goes in.
     fn start_segment(&mut self) -> io::Result<()> {
         let id = SegmentId(self.next_segment);
         let path = self.dir.join(id.file_name());
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         let header = codec::encode_segment_header(SegmentHeader { segment: id.0, id_base: self.ids.peek() });
-        let made = file.write_all(&header).and_then(|()| file.sync_data()).and_then(|()| sync_dir(&self.dir));
-        if let Err(e) = made {
-            let _ = fs::remove_file(&path);
-            return Err(e);
+        let made = match self.spares.pop() {
+            Some(spare) => fs::rename(&spare, &path).and_then(|()| OpenOptions::new().write(true).open(&path)),
+            None => OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).and_then(|f| {
+                zero_fill(&f, self.options.segment_bytes)?;
+                Ok(f)
+            }),
         }
+        .and_then(|file| {
+            file.write_all_at(&header, 0)?;
+            (&file).seek(SeekFrom::Start(header.len() as u64))?;
+            file.sync_data()?;
+            sync_dir(&self.dir)?;
+            Ok(file)
+        });
+        let file = match made {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         self.next_segment = self.next_segment.checked_add(1).ok_or_else(|| data_error("journal segment ids exhausted".into()))?;
-        self.current = Some(Segment { id, file, spool_files: Vec::new() });
+        self.current = Some(Segment { id, file, len: header.len() as u64, spool_files: Vec::new() });
         Ok(())
     }
 
@@ -298,6 +368,10 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
+        if self.current.is_none() {
+            self.start_segment()?;
+        }
+        let segment = self.current.as_ref().map_or(0, |s| s.id.0);
         let mut encoded = Vec::with_capacity(records.len());
         let mut spool_dirs: Vec<&Path> = Vec::new();
         let mut spool_files = Vec::new();
@@ -312,23 +386,22 @@ impl Journal {
                     }
                 }
             }
-            encoded.push(codec::encode(r, spool_len)?);
+            encoded.push((r, spool_len));
         }
         // The spool files' data was fdatasync'ed by Spool::finish; their
         // directory entries become durable here, once per batch.
+        let encoded = encoded.into_iter().map(|(r, spool_len)| codec::encode(r, spool_len, segment)).collect::<io::Result<Vec<_>>>()?;
         for dir in spool_dirs {
             sync_dir(dir)?;
-        }
-        if self.current.is_none() {
-            self.start_segment()?;
         }
         let Some(seg) = self.current.as_mut() else {
             return Err(io::Error::other("journal has no open segment"));
         };
-        let start = seg.file.metadata()?.len();
-        let written = write_all_records(&seg.file, &encoded).and_then(|()| seg.file.sync_data());
+        let start = seg.len;
+        let written = write_all_records(&seg.file, &encoded).and_then(|n| seg.file.sync_data().map(|()| n));
         match written {
-            Ok(()) => {
+            Ok(n) => {
+                seg.len += n;
                 seg.spool_files.extend(spool_files);
                 Ok(())
             }
@@ -389,7 +462,15 @@ impl Journal {
         let mut spools = Vec::new();
         let mut result = Ok(());
         for id in victims {
-            if let Err(e) = remove_if_exists(&self.dir.join(id.file_name())) {
+            let path = self.dir.join(id.file_name());
+            let recycle = self.options.segment_bytes > 0 && self.spares.len() < SPARES_MAX && fs::metadata(&path).is_ok_and(|m| m.len() >= self.options.segment_bytes);
+            let gone = if recycle {
+                let spare = self.dir.join(format!("spare-{id}.log"));
+                fs::rename(&path, &spare).map(|()| self.spares.push(spare))
+            } else {
+                remove_if_exists(&path)
+            };
+            if let Err(e) = gone {
                 result = Err(e);
                 break;
             }
@@ -412,7 +493,7 @@ impl Journal {
     pub fn reread(&self, upto: SegmentId) -> io::Result<Vec<JournalRecord>> {
         let mut out = Vec::new();
         for id in self.closed.range(..=upto).map(|(id, _)| *id) {
-            let (contents, _) = read_segment_file(&self.dir.join(id.file_name()))?;
+            let (contents, _) = read_segment_file(&self.dir.join(id.file_name()), id)?;
             out.extend(contents.records.into_iter().map(|(r, _)| r));
         }
         Ok(out)
@@ -460,20 +541,38 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-fn write_all_records(file: &File, encoded: &[codec::Encoded<'_>]) -> io::Result<()> {
+/// Writes the records at the file position (the end of the written part)
+/// and returns the number of bytes written.
+fn write_all_records(file: &File, encoded: &[codec::Encoded<'_>]) -> io::Result<u64> {
     let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+    let mut n = 0u64;
     for e in encoded {
         w.write_all(&e.head)?;
         w.write_all(e.tail)?;
+        n += (e.head.len() + e.tail.len()) as u64;
     }
-    w.flush()
+    w.flush()?;
+    Ok(n)
 }
 
-fn read_segment_file(path: &Path) -> io::Result<(codec::SegmentContents, u64)> {
+/// Writes `bytes` of zeros from the start of a new file (the header is
+/// written over the first ones).
+fn zero_fill(file: &File, bytes: u64) -> io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = 0u64;
+    while at < bytes {
+        let n = (bytes - at).min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn read_segment_file(path: &Path, id: SegmentId) -> io::Result<(codec::SegmentContents, u64)> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    Ok((codec::read_segment(&mut r, len)?, len))
+    Ok((codec::read_segment(&mut r, len, id.0)?, len))
 }
 
 /// Reads every segment in `dir`, in id order, checking spool files.
@@ -490,9 +589,17 @@ fn replay_segments(dir: &Path) -> io::Result<Replay> {
     for id in ids {
         replay.max_segment = replay.max_segment.max(id.0);
         let path = dir.join(id.file_name());
-        let (contents, len) = read_segment_file(&path)?;
+        let (contents, len) = read_segment_file(&path, id)?;
         if let Some(Stop { offset, reason }) = &contents.stop {
-            tracing::warn!(segment = %path.display(), offset, ignored_bytes = len - offset, reason, "journal segment ends in a torn or damaged record; later bytes ignored");
+            if *reason == codec::STOP_ZERO_FILL {
+                // The normal end of a preallocated segment.
+            } else if contents.header.is_some_and(|h| h.segment == id.0) && len >= ZERO_CHUNK_BYTES as u64 {
+                // A preallocated or recycled segment: what follows the last
+                // record is old space; a torn last record looks the same.
+                tracing::debug!(segment = %path.display(), offset, reason, "journal segment: end of records");
+            } else {
+                tracing::warn!(segment = %path.display(), offset, ignored_bytes = len - offset, reason, "journal segment ends in a torn or damaged record; later bytes ignored");
+            }
         }
         if contents.skipped > 0 {
             tracing::error!(segment = %path.display(), skipped = contents.skipped, "journal records with a valid checksum did not decode and were skipped");
