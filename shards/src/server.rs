@@ -31,6 +31,11 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
     }
     recover(&config)?;
     let mut live = Arc::new(Live::build(config)?);
+    if live.tls.is_none() {
+        let t = &live.config.tls;
+        tracing::warn!(certificate = %t.certificate.display(), private_key = %t.private_key.display(),
+            "no TLS certificate: STARTTLS and the SMTPS listener are off, and AUTH is refused on cleartext; set [tls] and reload");
+    }
     let counters = Arc::new(Counters::default());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();

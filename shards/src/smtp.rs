@@ -6,6 +6,7 @@ use crate::conn::Conn;
 use crate::shard::ShardCtx;
 use crate::{auth, headers, policy};
 use futures_lite::FutureExt;
+use tracing::Instrument;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -82,8 +83,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     };
     let _ = stream.set_nodelay(true);
     let id = ctx.next_connection_id();
+    // One span per connection, entered only while this task runs.
     let span = tracing::info_span!("smtp", shard = ctx.shard, conn = id, peer = %remote);
-    let _enter = span.enter();
+    session(ctx, stream, kind, live, remote, local).instrument(span).await;
+}
+
+async fn session(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: ListenerKind, live: Arc<crate::live::Live>, remote: std::net::SocketAddr, local: std::net::SocketAddr) {
+    let smtp = &live.config.smtp;
     if live.config.server.log_sessions {
         tracing::info!(listener = ?kind, "session start");
     }
