@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::rc::Rc;
 use std::time::Duration;
-use varan_storage::journal::{Journal, JournalRecord, SegmentId};
+use varan_storage::journal::{Content, Journal, JournalRecord, SegmentId};
 use varan_storage::maildir::FsSyncer;
 
 /// Records waiting for the committer before senders are pushed back.
@@ -27,6 +27,16 @@ const QUEUE_DEPTH: usize = 4096;
 const BATCH_RECORDS_MAX: usize = 2048;
 /// How long a checkpoint waits for deliveries before trying again later.
 const CHECKPOINT_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Maildir writer threads per shard. They spend their time blocked in the
+/// file system (create, write, rename), not on the CPU, and are kept apart
+/// from glommio's blocking pool so a commit's fdatasync never queues
+/// behind a backlog of deliveries.
+const DELIVERY_THREADS: usize = 4;
+/// Message bytes committed but not yet written to the Maildirs, per shard.
+/// Above it the commit loop waits for deliveries before the next commit,
+/// so a disk slower than the network pushes back on sessions instead of
+/// growing memory.
+const DELIVERY_BACKLOG_BYTES_MAX: u64 = 64 << 20;
 
 /// Why a record was not made durable.
 pub type CommitError = String;
@@ -61,23 +71,39 @@ impl Storage {
     }
 }
 
-/// Segment generations whose deliveries are still running.
+/// Segment generations whose deliveries are still running, and the
+/// message bytes they hold.
 #[derive(Default)]
 struct InFlight {
     by_generation: RefCell<BTreeMap<u64, usize>>,
+    bytes: Cell<u64>,
+    finished: event_listener::Event,
 }
 
 impl InFlight {
-    fn start(&self, generation: u64) {
+    fn start(&self, generation: u64, bytes: u64) {
         *self.by_generation.borrow_mut().entry(generation).or_insert(0) += 1;
+        self.bytes.set(self.bytes.get() + bytes);
     }
-    fn finish(&self, generation: u64) {
+    fn finish(&self, generation: u64, bytes: u64) {
         let mut map = self.by_generation.borrow_mut();
         if let Some(n) = map.get_mut(&generation) {
             *n -= 1;
             if *n == 0 {
                 map.remove(&generation);
             }
+        }
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+        self.finished.notify(usize::MAX);
+    }
+    /// Waits until the delivery backlog is under its bound.
+    async fn room(&self) {
+        while self.bytes.get() > DELIVERY_BACKLOG_BYTES_MAX {
+            let listener = self.finished.listen();
+            if self.bytes.get() <= DELIVERY_BACKLOG_BYTES_MAX {
+                return;
+            }
+            listener.await;
         }
     }
     fn busy_up_to(&self, generation: u64) -> bool {
@@ -88,18 +114,37 @@ impl InFlight {
 /// Starts the storage task of this shard. Returns the handle sessions use
 /// and the task, which ends when every handle is dropped and its work is
 /// done and checkpointed.
-pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration) -> std::io::Result<(Storage, glommio::Task<()>)> {
+pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration, shard: usize) -> std::io::Result<(Storage, glommio::Task<()>)> {
     let syncer = Arc::new(FsSyncer::open(maildir_root)?);
+    let writers = start_writers(&format!("shard-{shard}"))?;
     let (tx, rx) = local_channel::new_bounded(QUEUE_DEPTH);
     let mut journal = journal;
     let next_id = Rc::new(Cell::new(journal.next_id()));
-    let task = glommio::spawn_local(run(journal, rx, syncer, checkpoint_interval));
+    let task = glommio::spawn_local(run(journal, rx, syncer, writers, checkpoint_interval));
     Ok((Storage { tx: Rc::new(tx), next_id }, task))
 }
 
 enum Wake {
     Record(Option<Pending>),
     Tick,
+}
+
+/// A job for the Maildir writer threads: records to write, and where to
+/// send back those that failed.
+type DeliveryJob = (Vec<JournalRecord>, oneshot::Sender<Vec<JournalRecord>>);
+
+/// Starts the writer threads of one shard; they end when the sender drops.
+fn start_writers(shard_name: &str) -> std::io::Result<crossbeam::channel::Sender<DeliveryJob>> {
+    let (tx, rx) = crossbeam::channel::unbounded::<DeliveryJob>();
+    for i in 0..DELIVERY_THREADS {
+        let rx = rx.clone();
+        std::thread::Builder::new().name(format!("{shard_name}-mdw{i}")).spawn(move || {
+            for (records, done) in rx {
+                let _ = done.send(deliver_all(records));
+            }
+        })?;
+    }
+    Ok(tx)
 }
 
 /// Checkpoint state shared by the commit loop, delivery tasks and the
@@ -120,7 +165,7 @@ struct Checkpoints {
     poisoned: Cell<bool>,
 }
 
-async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>, interval: Duration) {
+async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>, writers: crossbeam::channel::Sender<DeliveryJob>, interval: Duration) {
     let mut journal = Some(journal);
     let inflight = Rc::new(InFlight::default());
     let checkpoints = Rc::new(Checkpoints { syncer, syncing: Cell::new(false), retirable: Cell::new(None), failed: RefCell::new(Vec::new()), poisoned: Cell::new(false) });
@@ -142,7 +187,8 @@ async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>
                         _ => break,
                     }
                 }
-                commit_batch(&mut journal, batch, &inflight, &checkpoints, generation).await;
+                inflight.room().await;
+                commit_batch(&mut journal, batch, &inflight, &checkpoints, &writers, generation).await;
                 dirty = true;
             }
             Wake::Tick => {}
@@ -252,7 +298,14 @@ async fn finish(journal: &mut Option<Journal>, inflight: &Rc<InFlight>, checkpoi
     }
 }
 
-async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflight: &Rc<InFlight>, checkpoints: &Rc<Checkpoints>, generation: u64) {
+async fn commit_batch(
+    journal: &mut Option<Journal>,
+    batch: Vec<Pending>,
+    inflight: &Rc<InFlight>,
+    checkpoints: &Rc<Checkpoints>,
+    writers: &crossbeam::channel::Sender<DeliveryJob>,
+    generation: u64,
+) {
     let (records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.done)).unzip();
     let Some(mut j) = journal.take() else {
         for w in waiters {
@@ -272,12 +325,21 @@ async fn commit_batch(journal: &mut Option<Journal>, batch: Vec<Pending>, inflig
             for w in waiters {
                 let _ = w.send(Ok(()));
             }
-            inflight.start(generation);
+            let bytes: u64 = records.iter().map(|r| if let Content::Inline(b) = &r.content { b.len() as u64 } else { 0 }).sum();
+            inflight.start(generation, bytes);
+            let (done, wait) = oneshot::channel();
             let (inflight, checkpoints) = (Rc::clone(inflight), Rc::clone(checkpoints));
+            if let Err(crossbeam::channel::SendError((records, _))) = writers.send((records, done)) {
+                // Writer threads gone (cannot happen while the shard runs):
+                // keep the records for the checkpoint's retry.
+                checkpoints.failed.borrow_mut().extend(records);
+                inflight.finish(generation, bytes);
+                return;
+            }
             glommio::spawn_local(async move {
-                let failed = glommio::executor().spawn_blocking(move || deliver_all(records)).await;
+                let failed = wait.await.unwrap_or_default();
                 checkpoints.failed.borrow_mut().extend(failed);
-                inflight.finish(generation);
+                inflight.finish(generation, bytes);
             })
             .detach();
         }

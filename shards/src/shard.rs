@@ -161,7 +161,7 @@ pub async fn main(
         }
     };
     let spool_dir = journal.spool_dir().to_path_buf();
-    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval) {
+    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval, shard) {
         Ok(started) => started,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {shard}: {}: {e}", live.config.storage.maildir_root.display())));
