@@ -29,6 +29,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After shutdown began, how long a session may take to see its 421.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
+/// The reply when storing fails on our side (RFC 3463 4.3.0): the client
+/// keeps the message and retries; the log has the cause.
+const LOCAL_ERROR: StoreOutcome = StoreOutcome::TempFail(Reply::fixed(451, (4, 3, 0), "Local error in processing, try again later"));
+
 /// Streams DATA into a [`Spool`] (memory first, then a spool file).
 struct SpoolSink {
     dir: std::path::PathBuf,
@@ -288,12 +292,12 @@ impl Driver {
 
     async fn store(&mut self) -> u32 {
         let Some(spool) = self.sink.spool.take() else {
-            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+            self.session.message_stored(LOCAL_ERROR);
             return 0;
         };
         if self.sink.failed {
             spool.discard();
-            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+            self.session.message_stored(LOCAL_ERROR);
             return 0;
         }
         // A spilled spool is fdatasync'ed by finish: do that off the shard.
@@ -302,13 +306,13 @@ impl Driver {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "spool finish failed");
-                self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing")));
+                self.session.message_stored(LOCAL_ERROR);
                 return 0;
             }
         };
         if let Err(e) = self.ensure_mailboxes().await {
             tracing::error!(error = %e, "cannot create mailbox");
-            self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing, try again later")));
+            self.session.message_stored(LOCAL_ERROR);
             return 0;
         }
         let id = self.ctx.storage.next_id();
@@ -324,7 +328,7 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(error = %e, "message not stored");
-                self.session.message_stored(StoreOutcome::TempFail(Reply::new(451, (4, 3, 0), "Local error in processing, try again later")));
+                self.session.message_stored(LOCAL_ERROR);
                 0
             }
         }
