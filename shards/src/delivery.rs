@@ -36,7 +36,7 @@ const DELIVERY_THREADS: usize = 4;
 /// Above it the commit loop waits for deliveries before the next commit,
 /// so a disk slower than the network pushes back on sessions instead of
 /// growing memory.
-const DELIVERY_BACKLOG_BYTES_MAX: u64 = 64 << 20;
+const DELIVERY_BACKLOG_BYTES_MAX: u64 = 16 << 20;
 
 /// Why a record was not made durable.
 pub type CommitError = String;
