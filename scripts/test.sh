@@ -6,7 +6,8 @@
 #      and pip output goes to a log file. Nothing is installed when all is present.
 #   2. cargo build --release --workspace
 #   3. unit and integration tests: cargo nextest (when installed) or cargo test,
-#      --workspace --release, plus doc tests
+#      --workspace --release, plus doc tests; benches in test mode and the
+#      comparison runner's --quick --varan-only smoke
 #   4. the end-to-end suite tests/e2e (pytest) against target/release/varan on loopback
 #
 # Usage: scripts/test.sh [--no-install] [--no-cargo-test] [--no-e2e] [-- PYTEST_ARGS...]
@@ -119,6 +120,17 @@ if [ $do_cargo_test = 1 ]; then
     say "cargo test --workspace --release"
     timeout -k 30 1800 cargo test --workspace --release || status=1
   fi
+fi
+
+# ---------------------------------------------------------------- 3b. benchmarks stay runnable
+# Criterion benches once each (test mode) and the comparison runner's quick
+# smoke against Varan alone, so neither rots; full runs are by hand
+# (docs/performance.md).
+if [ $do_cargo_test = 1 ]; then
+  say "cargo bench -p varan-benches -- --test"
+  timeout -k 30 900 cargo bench -p varan-benches -q -- --test >"$LOGS/bench-test.log" 2>&1 || { tail -n 40 "$LOGS/bench-test.log" >&2; status=1; }
+  say "benches/compare.sh --quick --varan-only"
+  timeout -k 30 600 bash benches/compare.sh --quick --varan-only >"$LOGS/compare-quick.log" 2>&1 || { tail -n 40 "$LOGS/compare-quick.log" >&2; status=1; }
 fi
 
 # ---------------------------------------------------------------- 4. end to end
