@@ -2,14 +2,25 @@
 //! quota at RCPT time (seed 002 §6.7.1 "no open relay").
 
 use crate::live::Live;
-use crate::shard::ShardCtx;
 use std::net::IpAddr;
 use varan_core::directory::{Account, DirectoryError, Resolution};
 use varan_core::EmailAddress;
 use varan_protocols::smtp::Reply;
 
+/// Refuses a single mailbox that is over its quota (RFC 3463 4.2.2).
+/// Group expansions are not refused for one full member: the others would
+/// lose the message too.
+pub async fn quota(ctx: &crate::shard::ShardCtx, live: &std::sync::Arc<Live>, address: &EmailAddress, accounts: &[Account]) -> Result<(), Reply> {
+    if let [single] = accounts {
+        if ctx.quota_used(live, single).await >= live.quota_of(single) {
+            return Err(Reply::new(452, (4, 2, 2), format!("<{address}>: Mailbox full")));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves a recipient to local mailboxes, or the reply refusing it.
-pub fn recipient(ctx: &ShardCtx, live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Vec<Account>, Reply> {
+pub fn recipient(live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Vec<Account>, Reply> {
     if !live.directories.serves(address.domain()) {
         let may_relay = authenticated || live.config.smtp.full_allowed_ips.iter().any(|n| n.contains(ip));
         return Err(if may_relay {
@@ -21,16 +32,7 @@ pub fn recipient(ctx: &ShardCtx, live: &Live, address: &EmailAddress, authentica
         });
     }
     match live.directories.lookup(address) {
-        Ok(Some(Resolution::Local(accounts))) => {
-            if let [single] = accounts.as_slice() {
-                // Group expansions are not refused for one full member:
-                // the others would lose the message too.
-                if ctx.quota_used(live, single) >= live.quota_of(single) {
-                    return Err(Reply::new(452, (4, 2, 2), format!("<{address}>: Mailbox full")));
-                }
-            }
-            Ok(accounts)
-        }
+        Ok(Some(Resolution::Local(accounts))) => Ok(accounts),
         Ok(Some(Resolution::Forward(_) | Resolution::Mixed { .. })) => {
             Err(Reply::new(550, (5, 3, 0), format!("<{address}>: Forwarding to external addresses is not enabled on this server")))
         }

@@ -80,8 +80,10 @@ impl ShardCtx {
         (n << 8) | (self.shard as u64 & 0xff)
     }
 
-    /// Bytes stored in an account's mailbox, from a short-lived cache.
-    pub fn quota_used(&self, live: &Live, account: &Account) -> u64 {
+    /// Bytes stored in an account's mailbox, from a short-lived cache. A
+    /// miss reads `maildirsize` (or rescans the mailbox) on the blocking
+    /// pool, never on the shard.
+    pub async fn quota_used(&self, live: &Arc<Live>, account: &Account) -> u64 {
         let key = account.address.key();
         if let Some((bytes, at)) = self.quota_cache.borrow().get(&key) {
             if at.elapsed() < QUOTA_CACHE_TTL {
@@ -89,7 +91,9 @@ impl ShardCtx {
             }
         }
         let dir = live.layout.user_dir(&account.address);
-        let bytes = match varan_storage::quota::quota_usage(&dir) {
+        let probe = dir.clone();
+        let usage = glommio::executor().spawn_blocking(move || varan_storage::quota::quota_usage(&probe)).await;
+        let bytes = match usage {
             Ok((bytes, _)) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => {

@@ -267,7 +267,12 @@ impl Driver {
                 if index == 0 {
                     self.txn = Txn::default();
                 }
-                let decision = policy::recipient(&self.ctx, &self.live, &address, self.session.authenticated().is_some(), self.remote.ip());
+                let mut decision = policy::recipient(&self.live, &address, self.session.authenticated().is_some(), self.remote.ip());
+                if let Ok(accounts) = &decision {
+                    if let Err(full) = policy::quota(&self.ctx, &self.live, &address, accounts).await {
+                        decision = Err(full);
+                    }
+                }
                 match decision {
                     Ok(accounts) => {
                         self.txn.by_recipient.insert(address.key(), accounts);
