@@ -257,11 +257,20 @@ async fn sync_segments(generation: u64, inflight: &InFlight, checkpoints: &Check
     }
     let deadline = std::time::Instant::now() + CHECKPOINT_WAIT_MAX;
     while inflight.busy_up_to(generation) {
-        if std::time::Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
             tracing::warn!("checkpoint: deliveries still running; segment kept for the next checkpoint");
             return false;
         }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        // Woken by each finished delivery batch instead of polling.
+        let finished = inflight.finished.listen();
+        if inflight.busy_up_to(generation) {
+            let _ = glommio::timer::timeout(left, async {
+                finished.await;
+                Ok(())
+            })
+            .await;
+        }
     }
     let retry = std::mem::take(&mut *checkpoints.failed.borrow_mut());
     let retry = if retry.is_empty() { retry } else { glommio::executor().spawn_blocking(move || retry_failed(retry)).await };
@@ -357,16 +366,33 @@ async fn commit_batch(
 /// target; the checkpoint retries them and keeps the journal meanwhile.
 pub fn deliver_all(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
     let mut failed = Vec::new();
+    // maildirsize is appended once per mailbox per batch, not per message.
+    let mut sizes: std::collections::HashMap<std::path::PathBuf, (i64, i64)> = std::collections::HashMap::new();
     for r in records {
         let mut ok = true;
         for d in &r.deliveries {
-            if let Err(e) = deliver_one(d, &r.content) {
-                ok = false;
-                tracing::error!(path = %d.path.display(), error = %e, "maildir delivery failed; kept in the journal and retried");
+            match varan_storage::maildir::deliver(d, &r.content) {
+                Ok(()) => {
+                    if let Some(user_dir) = mailbox_root(&d.path) {
+                        let name = d.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        let size = varan_storage::maildir::parse_sizes(name).0.unwrap_or(0) as i64;
+                        let entry = sizes.entry(user_dir.to_path_buf()).or_default();
+                        *entry = (entry.0 + size, entry.1 + 1);
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(path = %d.path.display(), error = %e, "maildir delivery failed; kept in the journal and retried");
+                }
             }
         }
         if !ok {
             failed.push(r);
+        }
+    }
+    for (user_dir, (bytes, count)) in sizes {
+        if let Err(e) = varan_storage::quota::quota_add(&user_dir, bytes, count) {
+            tracing::warn!(error = %e, dir = %user_dir.display(), "cannot update maildirsize");
         }
     }
     failed
@@ -392,16 +418,4 @@ fn mailbox_root(target: &std::path::Path) -> Option<&std::path::Path> {
 pub fn redeliver(records: &[JournalRecord]) -> (usize, usize) {
     let report = varan_storage::recovery::redeliver(records, varan_storage::recovery::Mode::Check);
     (report.delivered + report.repaired, report.failed)
-}
-
-fn deliver_one(d: &varan_storage::journal::Delivery, content: &varan_storage::journal::Content) -> std::io::Result<()> {
-    varan_storage::maildir::deliver(d, content)?;
-    if let Some(user_dir) = mailbox_root(&d.path) {
-        let name = d.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let size = varan_storage::maildir::parse_sizes(name).0.unwrap_or(0) as i64;
-        if let Err(e) = varan_storage::quota::quota_add(user_dir, size, 1) {
-            tracing::warn!(error = %e, dir = %user_dir.display(), "cannot update maildirsize");
-        }
-    }
-    Ok(())
 }
