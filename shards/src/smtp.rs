@@ -72,7 +72,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let live = ctx.live();
     let smtp = &live.config.smtp;
-    let _guard = match ctx.counters.admit_smtp(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
+    let slot = match ctx.counters.admit_smtp(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
         Ok(g) => g,
         Err(why) => {
             let text = match why {
@@ -89,10 +89,18 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     let id = ctx.next_connection_id();
     // One span per connection, entered only while this task runs.
     let span = tracing::info_span!("smtp", shard = ctx.shard, conn = id, peer = %remote);
-    session(ctx, stream, kind, live, remote, local).instrument(span).await;
+    session(ctx, stream, kind, live, remote, local, slot).instrument(span).await;
 }
 
-async fn session(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: ListenerKind, live: Arc<crate::live::Live>, remote: std::net::SocketAddr, local: std::net::SocketAddr) {
+async fn session(
+    ctx: Rc<ShardCtx>,
+    stream: glommio::net::TcpStream,
+    kind: ListenerKind,
+    live: Arc<crate::live::Live>,
+    remote: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    slot: crate::live::ConnGuard,
+) {
     let smtp = &live.config.smtp;
     if live.config.server.log_sessions {
         tracing::info!(listener = ?kind, "session start");
@@ -116,6 +124,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Liste
         conn,
         txn: Txn::default(),
         remote,
+        slot: Some(slot),
     };
     let messages = driver.run().await;
     if live.config.server.log_sessions {
@@ -131,6 +140,9 @@ struct Driver {
     conn: Conn,
     txn: Txn,
     remote: std::net::SocketAddr,
+    /// The connection's place in the connection limits; given back before the
+    /// socket closes, so a client that saw our close can reconnect at once.
+    slot: Option<crate::live::ConnGuard>,
 }
 
 enum Input {
@@ -141,6 +153,11 @@ enum Input {
 }
 
 impl Driver {
+    async fn close(&mut self) {
+        self.slot = None;
+        self.conn.close().await;
+    }
+
     /// Runs the session to its end; returns the number of messages stored.
     async fn run(&mut self) -> u32 {
         let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -165,7 +182,7 @@ impl Driver {
                     }
                     Some(Action::Close) => {
                         self.flush(&mut out).await;
-                        self.conn.close().await;
+                        self.close().await;
                         return stored;
                     }
                     Some(action) => stored += self.act(action).await,
@@ -178,7 +195,7 @@ impl Driver {
                 return stored;
             }
             if self.session.is_closed() {
-                self.conn.close().await;
+                self.close().await;
                 return stored;
             }
             // Replies were holding input back: go on with what is buffered.
