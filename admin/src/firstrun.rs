@@ -46,11 +46,7 @@ fn first_run_text(config: &Config) -> String {
 
 /// The machine's host name, for the SMTP banner; `localhost` if unknown.
 pub fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

@@ -82,14 +82,8 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport, AdminErr
     config.admin.listen = vec![at(ADMIN_PORT)?];
     config.admin.password = generate_password(16);
     config.domains = vec![DomainConfig { name: domain.clone(), ..DomainConfig::default() }];
-    config.directories = vec![DirectoryConfig {
-        kind: DirectoryKind::Json,
-        name: "local".into(),
-        domain,
-        path: users_path,
-        master_group: "masters".into(),
-        master_separator: "*".into(),
-    }];
+    config.directories =
+        vec![DirectoryConfig { kind: DirectoryKind::Json, name: "local".into(), domain, path: users_path, master_group: "masters".into(), master_separator: "*".into() }];
     config.validate()?;
     let text = format!(
         "# Varan configuration written by `varan quickstart`.\n\

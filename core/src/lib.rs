@@ -13,5 +13,6 @@ pub mod address;
 pub mod config;
 pub mod datetime;
 pub mod directory;
+pub mod mailstore;
 
 pub use address::{AddressError, EmailAddress};

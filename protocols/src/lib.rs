@@ -13,4 +13,6 @@
 //! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING, DSN, STARTTLS, AUTH).
 #![forbid(unsafe_code)]
 
+pub mod imap;
+pub mod mime;
 pub mod smtp;

@@ -14,8 +14,8 @@ use futures_lite::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use varan_storage::journal::{Content, Journal, JournalRecord, SegmentId};
 use varan_storage::maildir::FsSyncer;
@@ -409,7 +409,11 @@ fn retry_failed(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
 fn mailbox_root(target: &std::path::Path) -> Option<&std::path::Path> {
     let maildir = target.parent()?.parent()?;
     let is_folder = maildir.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) && maildir.join("maildirfolder").exists();
-    if is_folder { maildir.parent() } else { Some(maildir) }
+    if is_folder {
+        maildir.parent()
+    } else {
+        Some(maildir)
+    }
 }
 
 /// Recovery of records left in a journal: writes only targets that are

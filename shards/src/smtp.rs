@@ -6,15 +6,13 @@ use crate::conn::Conn;
 use crate::shard::ShardCtx;
 use crate::{auth, headers, policy};
 use futures_lite::FutureExt;
-use tracing::Instrument;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use varan_core::directory::Account;
-use varan_protocols::smtp::{
-    Action, AuthVerdict, BodySink, ListenerKind, PeerInfo, Reply, Session, SessionConfig, SinkError, StoreOutcome, TlsInfo,
-};
+use varan_protocols::smtp::{Action, AuthVerdict, BodySink, ListenerKind, PeerInfo, Reply, Session, SessionConfig, SinkError, StoreOutcome, TlsInfo};
 use varan_storage::journal::{Content, Delivery, JournalRecord};
 use varan_storage::spool::Spool;
 
@@ -368,9 +366,7 @@ impl Driver {
         }
         let live = Arc::clone(&self.live);
         let done = missing.clone();
-        glommio::executor()
-            .spawn_blocking(move || missing.iter().try_for_each(|a| live.layout.ensure_user(a).map(drop)))
-            .await?;
+        glommio::executor().spawn_blocking(move || missing.iter().try_for_each(|a| live.layout.ensure_user(a).map(drop))).await?;
         let mut ensured = self.ctx.ensured.borrow_mut();
         if ensured.len() > 100_000 {
             ensured.clear();
@@ -404,13 +400,7 @@ impl Driver {
                     now,
                 });
                 let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
-                let name = self.live.layout.new_message_name(
-                    self.ctx.shard,
-                    id,
-                    lf_size + prefix.len() as u64,
-                    crlf_size + prefix.len() as u64 + lines,
-                    now,
-                );
+                let name = self.live.layout.new_message_name(self.ctx.shard, id, lf_size + prefix.len() as u64, crlf_size + prefix.len() as u64 + lines, now);
                 let path = self.live.layout.user_dir(&account.address).join("new").join(name);
                 deliveries.push(Delivery { path, prefix });
             }
