@@ -31,6 +31,10 @@ pub struct QuickstartReport {
 pub const SMTP_PORT: u16 = 25;
 pub const SUBMISSION_PORT: u16 = 587;
 pub const SMTPS_PORT: u16 = 465;
+pub const IMAP_PORT: u16 = 143;
+pub const IMAPS_PORT: u16 = 993;
+pub const POP3_PORT: u16 = 110;
+pub const POP3S_PORT: u16 = 995;
 pub const ADMIN_PORT: u16 = 9999;
 /// Connection limits of a quickstart installation (total and per IP).
 pub const QUICKSTART_CONNECTIONS_MAX: usize = 1000;
@@ -78,6 +82,15 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport, AdminErr
     // when the node faces the Internet.
     config.smtp.connections_max = QUICKSTART_CONNECTIONS_MAX;
     config.smtp.connections_per_ip_max = QUICKSTART_CONNECTIONS_MAX;
+    config.imap.listen = vec![at(IMAP_PORT)?];
+    config.imap.imaps_listen = vec![at(IMAPS_PORT)?];
+    config.imap.connections_max = QUICKSTART_CONNECTIONS_MAX;
+    config.imap.connections_per_ip_max = QUICKSTART_CONNECTIONS_MAX;
+    config.imap.connections_per_user_max = QUICKSTART_CONNECTIONS_MAX;
+    config.pop3.listen = vec![at(POP3_PORT)?];
+    config.pop3.pop3s_listen = vec![at(POP3S_PORT)?];
+    config.pop3.connections_max = QUICKSTART_CONNECTIONS_MAX;
+    config.pop3.connections_per_ip_max = QUICKSTART_CONNECTIONS_MAX;
     config.storage.maildir_root = dir.join("mail");
     config.admin.listen = vec![at(ADMIN_PORT)?];
     config.admin.password = generate_password(16);
@@ -102,6 +115,7 @@ pub fn describe(report: &QuickstartReport, exe: &str) -> String {
         "Wrote {cfg}\n\
          \n  domain      {domain}\n  mail        {mail}\n  data        {data}\n  users       {users}\n  certificate {cert} (self-signed)\n\
          \n  SMTP (MX)   {smtp}\n  submission  {sub} (STARTTLS, AUTH)\n  SMTPS       {smtps} (implicit TLS, AUTH)\n\
+         \n  IMAP        {imap} (STARTTLS)\n  IMAPS       {imaps} (implicit TLS)\n  POP3        {pop3} (STLS)\n  POP3S       {pop3s} (implicit TLS)\n\
          \nAdd a user:\n  {exe} user add alice@{domain} --password 'secret' --config {cfg}\n\
          Run the server:\n  {exe} --config {cfg}\n",
         cfg = report.config_path.display(),
@@ -113,6 +127,10 @@ pub fn describe(report: &QuickstartReport, exe: &str) -> String {
         smtp = join(&c.smtp.listen),
         sub = join(&c.smtp.submission_listen),
         smtps = join(&c.smtp.smtps_listen),
+        imap = join(&c.imap.listen),
+        imaps = join(&c.imap.imaps_listen),
+        pop3 = join(&c.pop3.listen),
+        pop3s = join(&c.pop3.pop3s_listen),
     )
 }
 
@@ -139,6 +157,10 @@ mod tests {
         let report = quickstart(&opts).unwrap();
         let again = crate::load_config(&report.config_path).unwrap();
         assert_eq!(again.smtp.listen[0].port(), 20025);
+        assert_eq!(again.imap.listen[0].port(), 20143);
+        assert_eq!(again.imap.imaps_listen[0].port(), 20993);
+        assert_eq!(again.pop3.listen[0].port(), 20110);
+        assert_eq!(again.pop3.pop3s_listen[0].port(), 20995);
         assert_eq!(again.smtp.submission_listen[0].port(), 20587);
         assert_eq!(again.smtp.smtps_listen[0].port(), 20465);
         assert_eq!(again.domains[0].name, "bench.test");

@@ -35,6 +35,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub smtp: SmtpConfig,
+    pub imap: ImapConfig,
+    pub pop3: Pop3Config,
     pub storage: StorageConfig,
     pub admin: AdminConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
@@ -180,6 +182,100 @@ impl Default for SmtpConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// IMAP listeners with STARTTLS, port 143 (seed §6.2.1.11–12). Empty = none.
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS IMAP listeners, port 993 (RFC 8314, seed §6.2.1.13).
+    pub imaps_listen: Vec<SocketAddr>,
+    /// Simultaneous IMAP connections on the whole server (seed §6.2.1.14).
+    pub connections_max: usize,
+    /// Simultaneous IMAP connections from one client IP (a NAT'ed office
+    /// with many clients each opening several connections needs room).
+    pub connections_per_ip_max: usize,
+    /// Simultaneous IMAP sessions of one user (every device keeps a few).
+    pub connections_per_user_max: usize,
+    /// Inactivity before an authenticated session is logged out; RFC 9051
+    /// §5.4 requires at least 30 minutes. IDLE sessions are kept as long.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Inactivity before a session that has not logged in is closed.
+    #[serde(with = "duration")]
+    pub login_timeout: Duration,
+    /// Largest message APPEND accepts (advertised as APPENDLIMIT, RFC 7889).
+    #[serde(with = "size")]
+    pub append_size_max: u64,
+    /// Longest command line (without literals) after login.
+    #[serde(with = "size")]
+    pub command_line_max: u64,
+    /// Failed logins in one session before it is closed.
+    pub auth_failures_max: u32,
+    /// Bad commands in one session before it is closed with BYE.
+    pub errors_max: u32,
+    /// Allow LOGIN/AUTHENTICATE before TLS (only for closed networks).
+    pub auth_without_tls: bool,
+    /// Memory for parsed message structure (ENVELOPE, BODYSTRUCTURE) kept
+    /// so repeated FETCHes do not reparse files; shared by all sessions.
+    #[serde(with = "size")]
+    pub cache_size: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:143".parse().expect("literal")],
+            imaps_listen: vec!["0.0.0.0:993".parse().expect("literal")],
+            connections_max: 1000,
+            connections_per_ip_max: 100,
+            connections_per_user_max: 50,
+            idle_timeout: Duration::from_secs(30 * 60),
+            login_timeout: Duration::from_secs(60),
+            append_size_max: 30 * 1_000_000,
+            command_line_max: 64 << 10,
+            auth_failures_max: 3,
+            errors_max: 20,
+            auth_without_tls: false,
+            cache_size: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Config {
+    /// POP3 listeners with STLS, port 110. Empty = none.
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS POP3 listeners, port 995 (RFC 8314).
+    pub pop3s_listen: Vec<SocketAddr>,
+    /// Simultaneous POP3 connections on the whole server.
+    pub connections_max: usize,
+    /// Simultaneous POP3 connections from one client IP.
+    pub connections_per_ip_max: usize,
+    /// Inactivity before a session is closed; RFC 1939 §3 requires at
+    /// least 10 minutes.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Failed logins in one session before it is closed.
+    pub auth_failures_max: u32,
+    /// Allow USER/PASS and AUTH before TLS (only for closed networks).
+    pub auth_without_tls: bool,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:110".parse().expect("literal")],
+            pop3s_listen: vec!["0.0.0.0:995".parse().expect("literal")],
+            connections_max: 1000,
+            connections_per_ip_max: 50,
+            idle_timeout: Duration::from_secs(10 * 60),
+            auth_failures_max: 3,
+            auth_without_tls: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Root of all Maildirs: `<root>/<domain>/<local>/` (seed §6.2.5.1.2).
     pub maildir_root: PathBuf,
@@ -296,6 +392,8 @@ pub mod caps {
     pub const SPOOL_MEMORY_MAX: u64 = 16 << 20;
     pub const SHARDS_MAX: usize = 1024;
     pub const JOURNAL_SEGMENT_MAX: u64 = 1 << 30;
+    pub const IMAP_COMMAND_LINE_MAX: u64 = 1 << 20;
+    pub const IMAP_CACHE_MAX: u64 = 16 << 30;
 }
 
 impl Config {
@@ -343,6 +441,36 @@ impl Config {
         }
         if s.command_timeout < Duration::from_secs(1) || s.data_timeout < Duration::from_secs(1) {
             return Err(invalid("smtp.command_timeout", "timeouts must be at least 1s"));
+        }
+        let i = &self.imap;
+        if i.append_size_max == 0 || i.append_size_max > caps::MESSAGE_SIZE_MAX {
+            return Err(invalid("imap.append_size_max", format!("must be 1 byte to {} bytes", caps::MESSAGE_SIZE_MAX)));
+        }
+        if !(8192..=caps::IMAP_COMMAND_LINE_MAX).contains(&i.command_line_max) {
+            return Err(invalid("imap.command_line_max", format!("must be 8192 to {} bytes (RFC 7162 §4 asks for at least 8192)", caps::IMAP_COMMAND_LINE_MAX)));
+        }
+        for (name, n) in [("imap.connections_max", i.connections_max), ("pop3.connections_max", self.pop3.connections_max)] {
+            if n == 0 || n > caps::CONNECTIONS_MAX {
+                return Err(invalid(name, format!("must be 1 to {}", caps::CONNECTIONS_MAX)));
+            }
+        }
+        if i.connections_per_ip_max == 0 || i.connections_per_user_max == 0 || self.pop3.connections_per_ip_max == 0 {
+            return Err(invalid("imap.connections_per_ip_max", "per-IP and per-user connection limits must be at least 1"));
+        }
+        if i.idle_timeout < Duration::from_secs(30 * 60) {
+            return Err(invalid("imap.idle_timeout", "must be at least 30m (RFC 9051 §5.4)"));
+        }
+        if self.pop3.idle_timeout < Duration::from_secs(10 * 60) {
+            return Err(invalid("pop3.idle_timeout", "must be at least 10m (RFC 1939 §3)"));
+        }
+        if i.login_timeout < Duration::from_secs(1) {
+            return Err(invalid("imap.login_timeout", "must be at least 1s"));
+        }
+        if i.auth_failures_max == 0 || i.errors_max == 0 || self.pop3.auth_failures_max == 0 {
+            return Err(invalid("imap.auth_failures_max", "failure limits must be at least 1"));
+        }
+        if i.cache_size > caps::IMAP_CACHE_MAX {
+            return Err(invalid("imap.cache_size", format!("must be at most {} bytes", caps::IMAP_CACHE_MAX)));
         }
         if self.storage.spool_memory_max > caps::SPOOL_MEMORY_MAX {
             return Err(invalid("storage.spool_memory_max", format!("must be at most {} bytes", caps::SPOOL_MEMORY_MAX)));

@@ -58,77 +58,87 @@ impl Live {
     }
 }
 
-/// Stripes of the per-IP connection table: connects and disconnects from
+/// Stripes of a per-key connection table: connects and disconnects from
 /// different shards rarely touch the same lock.
-const IP_STRIPES: usize = 64;
+const STRIPES: usize = 64;
 
-/// Connection accounting across shards (seed §6.2.1.7, per-IP limit).
-pub struct Counters {
-    smtp: AtomicUsize,
-    per_ip: Vec<Mutex<HashMap<IpAddr, u32>>>,
+/// Connection accounting of one service across shards: a total and a
+/// count per key (client IP, or user for IMAP's per-user limit).
+pub struct ConnTable<K> {
+    total: AtomicUsize,
+    per_key: Vec<Mutex<HashMap<K, u32>>>,
 }
 
-impl Default for Counters {
+impl<K> Default for ConnTable<K> {
     fn default() -> Self {
-        Self { smtp: AtomicUsize::new(0), per_ip: (0..IP_STRIPES).map(|_| Mutex::new(HashMap::new())).collect() }
+        Self { total: AtomicUsize::new(0), per_key: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 }
 
-/// Why a connection was refused at accept.
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     ServerFull,
-    IpFull,
+    KeyFull,
 }
 
-impl Counters {
-    fn stripe(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        let h = match ip {
-            IpAddr::V4(v4) => u32::from(*v4) as usize,
-            IpAddr::V6(v6) => (u128::from(*v6) as usize) ^ ((u128::from(*v6) >> 64) as usize),
-        };
-        &self.per_ip[h.wrapping_mul(0x9E37_79B9) % IP_STRIPES]
+impl<K: std::hash::Hash + Eq + Clone> ConnTable<K> {
+    fn stripe(&self, key: &K) -> &Mutex<HashMap<K, u32>> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key) as usize;
+        &self.per_key[h % STRIPES]
     }
 
-    /// Counts a new SMTP connection, or says why it must be refused.
-    pub fn admit_smtp(self: &Arc<Self>, ip: IpAddr, total_max: usize, per_ip_max: usize) -> Result<ConnGuard, Refusal> {
-        if self.smtp.fetch_add(1, Ordering::AcqRel) >= total_max {
-            self.smtp.fetch_sub(1, Ordering::AcqRel);
+    /// Counts a new connection, or says why it must be refused.
+    pub fn admit(self: &Arc<Self>, key: K, total_max: usize, per_key_max: usize) -> Result<ConnGuard<K>, Refusal> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= total_max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::ServerFull);
         }
-        let mut table = self.stripe(&ip).lock().unwrap_or_else(|p| p.into_inner());
-        let n = table.entry(ip).or_insert(0);
-        if *n as usize >= per_ip_max {
+        let mut table = self.stripe(&key).lock().unwrap_or_else(|p| p.into_inner());
+        let n = table.entry(key.clone()).or_insert(0);
+        if *n as usize >= per_key_max {
             drop(table);
-            self.smtp.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::IpFull);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::KeyFull);
         }
         *n += 1;
-        Ok(ConnGuard { counters: Arc::clone(self), ip })
+        Ok(ConnGuard { table: Arc::clone(self), key })
     }
 
-    pub fn smtp_connections(&self) -> usize {
-        self.smtp.load(Ordering::Acquire)
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
     }
 }
 
 /// Releases a counted connection when dropped.
-pub struct ConnGuard {
-    counters: Arc<Counters>,
-    ip: IpAddr,
+pub struct ConnGuard<K: std::hash::Hash + Eq + Clone> {
+    table: Arc<ConnTable<K>>,
+    key: K,
 }
 
-impl Drop for ConnGuard {
+impl<K: std::hash::Hash + Eq + Clone> Drop for ConnGuard<K> {
     fn drop(&mut self) {
-        let mut table = self.counters.stripe(&self.ip).lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = table.get_mut(&self.ip) {
+        let mut table = self.table.stripe(&self.key).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = table.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                table.remove(&self.ip);
+                table.remove(&self.key);
             }
         }
         drop(table);
-        self.counters.smtp.fetch_sub(1, Ordering::AcqRel);
+        self.table.total.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Connection accounting of every service (seed §6.2.1.7 and §6.2.1.14).
+#[derive(Default)]
+pub struct Counters {
+    pub smtp: Arc<ConnTable<IpAddr>>,
+    pub imap: Arc<ConnTable<IpAddr>>,
+    /// IMAP sessions per logged-in user (key: the account's lower-case address).
+    pub imap_users: Arc<ConnTable<String>>,
+    pub pop3: Arc<ConnTable<IpAddr>>,
 }
 
 /// The process-wide verification cache (Dovecot-style auth cache).

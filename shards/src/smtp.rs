@@ -70,12 +70,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let live = ctx.live();
     let smtp = &live.config.smtp;
-    let slot = match ctx.counters.admit_smtp(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
+    let slot = match ctx.counters.smtp.admit(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
         Ok(g) => g,
         Err(why) => {
             let text = match why {
                 crate::live::Refusal::ServerFull => "Too many connections, try again later",
-                crate::live::Refusal::IpFull => "Too many connections from your address",
+                crate::live::Refusal::KeyFull => "Too many connections from your address",
             };
             let mut conn = Conn::Plain(stream);
             let _ = conn.write_all(format!("421 4.7.0 {} {text}\r\n", live.config.server.hostname).as_bytes()).await;
@@ -97,7 +97,7 @@ async fn session(
     live: Arc<crate::live::Live>,
     remote: std::net::SocketAddr,
     local: std::net::SocketAddr,
-    slot: crate::live::ConnGuard,
+    slot: crate::live::ConnGuard<std::net::IpAddr>,
 ) {
     let smtp = &live.config.smtp;
     if live.config.server.log_sessions {
@@ -140,7 +140,7 @@ struct Driver {
     remote: std::net::SocketAddr,
     /// The connection's place in the connection limits; given back before the
     /// socket closes, so a client that saw our close can reconnect at once.
-    slot: Option<crate::live::ConnGuard>,
+    slot: Option<crate::live::ConnGuard<std::net::IpAddr>>,
 }
 
 enum Input {
