@@ -260,6 +260,16 @@ pub struct Framer {
     reject: Option<(Option<String>, Rejection)>,
     /// While discarding a line: its last `TAIL_BYTES` octets.
     tail: Vec<u8>,
+    /// The command was refused as too big in the middle of a line: that
+    /// line's length so far. If the line turns out too long as well, the
+    /// refusal becomes `LineTooLong`, so the verdict does not depend on
+    /// how the input was split.
+    refused_line_len: Option<usize>,
+    /// The first line was refused before its tag could be read in full:
+    /// its first octets, collected up to `TAG_BYTES_MAX + 1` while it is
+    /// discarded, and read at its end (again so that the split of the
+    /// input does not matter).
+    tag_head: Option<Vec<u8>>,
 }
 
 /// A buffer grown by a large command is given back afterwards; idle
@@ -268,7 +278,19 @@ const IDLE_CAPACITY_MAX: usize = 16 << 10;
 
 impl Framer {
     pub fn new(limits: FramerLimits) -> Self {
-        Self { limits, state: State::Line, buf: Vec::new(), line_start: 0, literals: 0, message_bytes: 0, append: false, reject: None, tail: Vec::new() }
+        Self {
+            limits,
+            state: State::Line,
+            buf: Vec::new(),
+            line_start: 0,
+            literals: 0,
+            message_bytes: 0,
+            append: false,
+            reject: None,
+            tail: Vec::new(),
+            refused_line_len: None,
+            tag_head: None,
+        }
     }
 
     /// New limits, in force from the next octet (normally called between
@@ -378,6 +400,8 @@ impl Framer {
         self.append = false;
         self.reject = None;
         self.tail.clear();
+        self.refused_line_len = None;
+        self.tag_head = None;
     }
 
     /// Octets of the command outside APPEND messages.
@@ -409,6 +433,12 @@ impl Framer {
     /// Part of a line (no LF in `bytes`).
     fn line_bytes(&mut self, bytes: &[u8]) {
         if self.reject.is_some() {
+            if let Some(n) = &mut self.refused_line_len {
+                *n = n.saturating_add(bytes.len());
+            }
+            if let Some(head) = &mut self.tag_head {
+                head.extend_from_slice(&bytes[..bytes.len().min((TAG_BYTES_MAX + 1).saturating_sub(head.len()))]);
+            }
             return self.push_tail(bytes);
         }
         let line = self.buf.len() - self.line_start + bytes.len();
@@ -421,14 +451,32 @@ impl Framer {
             self.buf.extend_from_slice(bytes);
             return;
         };
+        if self.literals == 0 {
+            let mut head = self.buf[..self.buf.len().min(TAG_BYTES_MAX + 1)].to_vec();
+            head.extend_from_slice(&bytes[..bytes.len().min((TAG_BYTES_MAX + 1).saturating_sub(head.len()))]);
+            self.tag_head = Some(head);
+        }
         let tag = self.tag(bytes);
         self.tail = self.buf[self.buf.len().saturating_sub(TAIL_BYTES).max(self.line_start)..].to_vec();
+        self.refused_line_len = (why == Rejection::CommandTooBig).then_some(line);
         self.refuse(tag, why);
         self.push_tail(bytes);
     }
 
     /// The LF of a line was consumed.
     fn line_end(&mut self) -> Option<Frame> {
+        if let Some(head) = self.tag_head.take() {
+            if let Some((tag, _)) = &mut self.reject {
+                *tag = tag_of(&head);
+            }
+        }
+        if let Some(n) = self.refused_line_len.take() {
+            if n + 1 > self.limits.line_bytes_max {
+                if let Some((_, why)) = &mut self.reject {
+                    *why = Rejection::LineTooLong;
+                }
+            }
+        }
         if self.reject.is_some() {
             if self.tail.last() == Some(&b'\r') {
                 self.tail.pop();
@@ -616,6 +664,9 @@ mod tests {
         // Bare LF counts one octet.
         let ok = format!("a {}\n", "y".repeat(29));
         assert_eq!(both(l, ok.as_bytes()), vec![cmd(&ok.as_bytes()[..31])]);
+        // A tag longer than the line limit is still read.
+        let bad = format!("{} NOOP\r\n", "t".repeat(40));
+        assert_eq!(both(l, bad.as_bytes()), vec![rejected(&"t".repeat(40), Rejection::LineTooLong)]);
         // No readable tag.
         let bad = format!("{}\r\nb NOOP\r\n", "(".repeat(40));
         assert_eq!(both(l, bad.as_bytes()), vec![Frame::Rejected { tag: None, response: Rejection::LineTooLong }, cmd(b"b NOOP")]);
@@ -643,8 +694,8 @@ mod tests {
         // Beyond every limit: fatal; nothing after it is looked at.
         let mut f = Framer::new(l);
         assert_eq!(run(&mut f, &[b"a LOGIN {21+}\r\n", b"b NOOP\r\n"]), vec![Frame::Fatal("Literal too large")]);
-        assert_eq!(both(l, b"a X {99999999999999999999999999+}\r\n"), vec![Frame::Fatal("Literal too large")]);
-        assert_eq!(both(l, b"a X {99999999999999999999999999}\r\nb NOOP\r\n"), vec![rejected("a", Rejection::LiteralTooLong), cmd(b"b NOOP")]);
+        assert_eq!(both(l, b"a X {999999999999999999999+}\r\n"), vec![Frame::Fatal("Literal too large")]);
+        assert_eq!(both(l, b"a X {999999999999999999999}\r\nb NOOP\r\n"), vec![rejected("a", Rejection::LiteralTooLong), cmd(b"b NOOP")]);
         // Too many literals.
         assert_eq!(both(l, b"a X {1}\r\n1 {1}\r\n2 {1}\r\n3 {1}\r\nb NOOP\r\n").last(), Some(&cmd(b"b NOOP")));
         assert_eq!(both(l, b"a X {1}\r\n1 {1}\r\n2 {1}\r\n3 {1}\r\nb NOOP\r\n")[3], rejected("a", Rejection::TooManyLiterals));

@@ -21,6 +21,9 @@ pub mod response;
 pub mod sequence;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::*;
 pub use framer::{Frame, Framer, FramerLimits, Rejection};
 pub use parse::{parse_command, ParseError, ParseErrorKind};

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn resolution() {
         let s = set(&[(Some(5), Some(2)), (Some(9), None), (Some(3), Some(3)), (Some(7), Some(7))]);
-        assert_eq!(s.resolve(10), vec![2..=5, 7..=10]);
+        assert_eq!(s.resolve(10), vec![2..=5, 7..=7, 9..=10]);
         assert_eq!(s.iter_resolved(8).collect::<Vec<_>>(), vec![2, 3, 4, 5, 7, 8]);
         // 9:* with max 4 is 4:9, clamped to 4.
         assert_eq!(s.resolve(4), vec![2..=4]);
