@@ -218,7 +218,7 @@ fn announce_at_end(line: &[u8]) -> Option<Announce> {
     if digits == 0 {
         return None;
     }
-    let open = body.len() - digits - 1;
+    let open = body.len().checked_sub(digits + 1)?;
     if body.get(open) != Some(&b'{') {
         return None;
     }
@@ -406,7 +406,7 @@ impl Framer {
 
     /// Octets of the command outside APPEND messages.
     fn command_bytes(&self) -> usize {
-        self.buf.len() - usize::try_from(self.message_bytes).unwrap_or(0)
+        self.buf.len().saturating_sub(usize::try_from(self.message_bytes).unwrap_or(usize::MAX))
     }
 
     /// The first octets of the command, enough to read its tag.
@@ -633,7 +633,7 @@ mod tests {
         // Empty line and a CR in the middle stay for the parser.
         assert_eq!(both(l, b"\r\na\rb\r\n"), vec![cmd(b""), cmd(b"a\rb")]);
         // Not literals: no digits, no brace.
-        assert_eq!(both(l, b"a X {}\r\na X {+}\r\na X 5}\r\n"), vec![cmd(b"a X {}"), cmd(b"a X {+}"), cmd(b"a X 5}")]);
+        assert_eq!(both(l, b"a X {}\r\na X {+}\r\na X 5}\r\n5}\r\n5+}\r\n"), vec![cmd(b"a X {}"), cmd(b"a X {+}"), cmd(b"a X 5}"), cmd(b"5}"), cmd(b"5+}")]);
     }
 
     #[test]
