@@ -15,4 +15,5 @@
 
 pub mod imap;
 pub mod mime;
+pub mod pop3;
 pub mod smtp;
