@@ -53,7 +53,7 @@ fn message_at(tree: &Tree<'_>, path: &[u32]) -> Option<(std::ops::Range<usize>, 
 
 /// Header fields whose name is (or, with `keep == false`, is not) in
 /// `names`, as they appear (folding kept), then the blank line.
-fn filter_fields<'a>(header_block: &'a [u8], names: &[String], keep: bool) -> Vec<u8> {
+fn filter_fields(header_block: &[u8], names: &[String], keep: bool) -> Vec<u8> {
     let wanted: HashSet<Vec<u8>> = names.iter().map(|n| n.trim().as_bytes().to_ascii_lowercase()).collect();
     let mut out = Vec::new();
     for f in header::fields(header_block) {

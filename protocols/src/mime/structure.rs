@@ -340,11 +340,8 @@ impl Tree<'_> {
             None => out.extend_from_slice(b"NIL"),
         }
         out.push(b' ');
-        let langs: Vec<Vec<u8>> = e
-            .fields
-            .language
-            .map(|l| unfold(l).split(|&b| b == b',' || header::is_wsp(b)).map(trim).filter(|t| is_token(t)).map(<[u8]>::to_vec).collect())
-            .unwrap_or_default();
+        let langs: Vec<Vec<u8>> =
+            e.fields.language.map(|l| unfold(l).split(|&b| b == b',' || header::is_wsp(b)).map(trim).filter(|t| is_token(t)).map(<[u8]>::to_vec).collect()).unwrap_or_default();
         if langs.is_empty() {
             out.extend_from_slice(b"NIL");
         } else {
