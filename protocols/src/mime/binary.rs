@@ -29,8 +29,16 @@ pub fn binary<'a>(msg: &'a [u8], part: &[u32]) -> Result<Cow<'a, [u8]>, BinaryEr
     if part.is_empty() {
         return Ok(Cow::Borrowed(msg));
     }
-    let tree = structure::parse(msg);
-    let idx = resolve(&tree, part).ok_or(BinaryError::NoSuchPart)?;
+    binary_in(&structure::parse(msg), part)
+}
+
+/// [`binary()`] on an already parsed message.
+pub(crate) fn binary_in<'a>(tree: &structure::Tree<'a>, part: &[u32]) -> Result<Cow<'a, [u8]>, BinaryError> {
+    let msg = tree.msg;
+    if part.is_empty() {
+        return Ok(Cow::Borrowed(msg));
+    }
+    let idx = resolve(tree, part).ok_or(BinaryError::NoSuchPart)?;
     let e = &tree.entities[idx];
     if matches!(e.kind, Kind::Multipart(_)) {
         return Err(BinaryError::NotLeaf);

@@ -72,6 +72,29 @@ impl Summary {
     }
 }
 
+/// A message whose MIME structure is parsed once, for a FETCH that asks
+/// for several sections or BINARY parts of it.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    tree: structure::Tree<'a>,
+}
+
+impl<'a> Parsed<'a> {
+    pub fn new(msg: &'a [u8]) -> Self {
+        Parsed { tree: structure::parse(msg) }
+    }
+
+    /// As [`section()`].
+    pub fn section(&self, section: &Section) -> std::borrow::Cow<'a, [u8]> {
+        section::section_in(&self.tree, section)
+    }
+
+    /// As [`binary()`].
+    pub fn binary(&self, part: &[u32]) -> Result<std::borrow::Cow<'a, [u8]>, BinaryError> {
+        binary::binary_in(&self.tree, part)
+    }
+}
+
 /// Parses `msg` once and renders everything FETCH, SORT and THREAD need.
 pub fn summarize(msg: &[u8]) -> Summary {
     let tree = structure::parse(msg);

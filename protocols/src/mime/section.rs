@@ -78,21 +78,27 @@ pub fn section<'a>(msg: &'a [u8], section: &Section) -> Cow<'a, [u8]> {
     if section.part.is_empty() && section.kind == SectionKind::Full {
         return Cow::Borrowed(msg);
     }
-    let tree = super::structure::parse(msg);
+    section_in(&super::structure::parse(msg), section)
+}
+
+/// [`section()`] on an already parsed message.
+pub(crate) fn section_in<'a>(tree: &Tree<'a>, section: &Section) -> Cow<'a, [u8]> {
+    let msg = tree.msg;
     let empty = Cow::Borrowed(&msg[..0]);
     match &section.kind {
-        SectionKind::Full => match resolve(&tree, &section.part) {
+        SectionKind::Full if section.part.is_empty() => Cow::Borrowed(msg),
+        SectionKind::Full => match resolve(tree, &section.part) {
             Some(i) => Cow::Borrowed(&msg[tree.entities[i].body.clone()]),
             None => empty,
         },
-        SectionKind::Mime => match (section.part.is_empty(), resolve(&tree, &section.part)) {
+        SectionKind::Mime => match (section.part.is_empty(), resolve(tree, &section.part)) {
             (false, Some(i)) => Cow::Borrowed(&msg[tree.entities[i].header.clone()]),
             _ => empty,
         },
-        SectionKind::Header => message_at(&tree, &section.part).map_or(empty, |(h, _)| Cow::Borrowed(&msg[h])),
-        SectionKind::Text => message_at(&tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(_, b)| Cow::Borrowed(&msg[b])),
-        SectionKind::HeaderFields(names) => message_at(&tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(h, _)| Cow::Owned(filter_fields(&msg[h], names, true))),
-        SectionKind::HeaderFieldsNot(names) => message_at(&tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(h, _)| Cow::Owned(filter_fields(&msg[h], names, false))),
+        SectionKind::Header => message_at(tree, &section.part).map_or(empty, |(h, _)| Cow::Borrowed(&msg[h])),
+        SectionKind::Text => message_at(tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(_, b)| Cow::Borrowed(&msg[b])),
+        SectionKind::HeaderFields(names) => message_at(tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(h, _)| Cow::Owned(filter_fields(&msg[h], names, true))),
+        SectionKind::HeaderFieldsNot(names) => message_at(tree, &section.part).map_or(Cow::Borrowed(&msg[..0]), |(h, _)| Cow::Owned(filter_fields(&msg[h], names, false))),
     }
 }
 

@@ -250,6 +250,11 @@ fn nested_message() {
     assert_eq!(get(msg, &[2, 2], SectionKind::Full), "<b>inner</b>");
     assert_eq!(get(msg, &[2, 1], SectionKind::Mime), "Content-Type: text/plain\r\n\r\n");
     assert_eq!(get(msg, &[2, 3], SectionKind::Full), "");
+    // Parsed once, same answers.
+    let parsed = Parsed::new(msg);
+    assert_eq!(parsed.section(&sec(&[2, 1], SectionKind::Full)), section(msg, &sec(&[2, 1], SectionKind::Full)));
+    assert_eq!(parsed.section(&sec(&[], SectionKind::Full)), msg);
+    assert_eq!(parsed.binary(&[2, 2]), binary(msg, &[2, 2]));
     assert_eq!(get(msg, &[1], SectionKind::Header), "", "HEADER of a part that is not a message");
     assert_eq!(get(msg, &[1], SectionKind::Text), "");
     assert_eq!(binary(msg, &[2]).unwrap(), INNER.as_bytes());
@@ -678,6 +683,9 @@ fn check(msg: &[u8], section_: &Section, needle: &str) {
     assert_balanced(&sum.body);
     assert_balanced(&sum.envelope);
     let got = section(msg, section_);
+    let parsed = Parsed::new(msg);
+    assert_eq!(parsed.section(section_), got);
+    assert_eq!(parsed.binary(&section_.part), binary(msg, &section_.part));
     if matches!(section_.kind, SectionKind::Full | SectionKind::Header | SectionKind::Text | SectionKind::Mime) {
         assert!(got.len() <= msg.len());
     }
