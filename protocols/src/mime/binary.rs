@@ -24,7 +24,8 @@ pub enum BinaryError {
 /// The decoded content of `part`. An empty part path is the whole message,
 /// sent as is (its top-level header is never transfer-encoded). 7bit, 8bit
 /// and binary are returned as they are (borrowed); base64 and
-/// quoted-printable are decoded leniently (see [`super::decode`]).
+/// quoted-printable are decoded leniently: octets outside the base64
+/// alphabet are skipped, a `=` that starts no valid escape is kept.
 pub fn binary<'a>(msg: &'a [u8], part: &[u32]) -> Result<Cow<'a, [u8]>, BinaryError> {
     if part.is_empty() {
         return Ok(Cow::Borrowed(msg));

@@ -59,7 +59,7 @@ pub struct Summary {
     /// BODYSTRUCTURE with extension data, rendered.
     pub bodystructure: Vec<u8>,
     /// Octets of the top-level header including the blank line
-    /// (RFC822.HEADER / BODY[HEADER] size; the rest is RFC822.TEXT).
+    /// (`RFC822.HEADER` / `BODY[HEADER]` size; the rest is `RFC822.TEXT`).
     pub header_len: usize,
     pub sort: SortFields,
     pub thread: ThreadFields,

@@ -371,6 +371,11 @@ fn sent_dates() {
     assert_eq!(d.utc, 11323 * 86_400 + 7 * 3600 + 30 * 60);
     assert_eq!(sent_date(m("31 Dec 2000 16:01:33 +0000").as_bytes()).map(|d| d.utc), Some(11322 * 86_400 + 16 * 3600 + 60 + 33));
     assert_eq!(sent_date(m("garbage").as_bytes()), None);
+    // Folded, one-digit day, no weekday.
+    assert_eq!(sent_date(b"Date: 1 Jul 2003\r\n 10:52:37 +0200\r\n\r\n").map(|d| d.day), Some(12234));
+    // Obsolete two-digit year and named zone (RFC 5322 §4.3).
+    let d = sent_date(m("Thu, 13 Feb 69 23:32:54 EST").as_bytes());
+    assert_eq!(d.map(|d| d.day), Some(-322), "1969-02-13");
     assert_eq!(sent_date(b"Subject: x\r\n\r\n"), None);
 }
 
@@ -727,4 +732,32 @@ fn assert_balanced(v: &[u8]) {
         i += 1;
     }
     assert_eq!(depth, 0, "{}", s(v));
+}
+
+/// `cargo test -p varan-protocols --release -- --ignored mime_100mb`: timing of the largest message.
+#[test]
+#[ignore]
+fn mime_100mb() {
+    let line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij\r\n";
+    let mut m = b"Subject: big\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    while m.len() < 50 << 20 {
+        m.extend_from_slice(line);
+    }
+    m.extend_from_slice(b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    while m.len() < 100 << 20 {
+        m.extend_from_slice(b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n");
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    let t = Instant::now();
+    let sum = summarize(&m);
+    eprintln!("summarize: {:?} {}", t.elapsed(), s(&sum.bodystructure));
+    let t = Instant::now();
+    assert_eq!((section(&m, &sec(&[2], SectionKind::Full)).len() + 2) % 78, 0);
+    eprintln!("section: {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(binary(&m, &[2]).unwrap().len() > 30 << 20);
+    eprintln!("binary: {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(!body_contains(&m, "zebra"));
+    eprintln!("body_contains miss: {:?}", t.elapsed());
 }
