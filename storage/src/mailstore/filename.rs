@@ -193,7 +193,7 @@ mod tests {
     fn line_endings() {
         assert_eq!(to_lf(b"a\r\nb\r\n\r\n"), b"a\nb\n\n");
         assert_eq!(to_crlf(b"a\nb\r\n\n"), b"a\r\nb\r\n\r\n");
-        assert_eq!(crlf_size_of(b"a\nb\r\n\n"), 9);
+        assert_eq!(crlf_size_of(b"a\nb\r\n\n"), 8);
         assert_eq!(to_crlf(b"a\nb\r\n\n").len() as u64, crlf_size_of(b"a\nb\r\n\n"));
     }
 }
