@@ -42,11 +42,13 @@ struct Plan {
     new_files: Vec<Found>,
     /// Known messages whose file is gone.
     missing: Vec<Uid>,
+    /// Some file is still in `new/` (moved to `cur/` under the lock).
+    in_new: bool,
 }
 
 impl Plan {
     fn needs_lock(&self) -> bool {
-        !self.new_files.is_empty() || !self.missing.is_empty()
+        !self.new_files.is_empty() || !self.missing.is_empty() || self.in_new
     }
 }
 
@@ -190,6 +192,7 @@ impl MaildirMailbox {
         let mut plan = Plan::default();
         let mut seen = HashSet::new();
         for f in found {
+            plan.in_new |= f.in_new;
             let base = filename::base(&f.file);
             if !seen.insert(base.to_owned()) {
                 tracing::warn!(dir = %self.dir.display(), file = %f.file, "duplicate message file ignored");
