@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
-use varan_core::mailstore::{FlagOp, MailStore, Mailbox, SpecialUse, StoreError, UserStore, KEYWORDS_MAX};
 use varan_core::mailstore::{Flag, MailboxEntry};
+use varan_core::mailstore::{FlagOp, MailStore, Mailbox, SpecialUse, StoreError, UserStore, KEYWORDS_MAX};
 use varan_core::EmailAddress;
 
 /// The byte quota the factory must configure for every user.
@@ -25,8 +25,11 @@ pub const QUOTA_BYTES: u64 = 1 << 20;
 /// How long a case waits for a wake-up before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// One conformance case.
+pub type Case = fn(&dyn MailStore);
+
 /// Every case, by name.
-pub const CASES: &[(&str, fn(&dyn MailStore))] = &[
+pub const CASES: &[(&str, Case)] = &[
     ("uids_ascend_and_are_never_reused", uids_ascend_and_are_never_reused),
     ("uidvalidity_is_stable_across_reopen", uidvalidity_is_stable_across_reopen),
     ("append_read_round_trip", append_read_round_trip),

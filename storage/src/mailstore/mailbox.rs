@@ -9,11 +9,11 @@
 
 use super::filename::{self, Info, DELETED, SEEN};
 use super::fsutil::Stamp;
+use super::index::WINDOWS_MAX;
 use super::index::{self, IndexData, IndexMsg};
 use super::keywords::Keywords;
 use super::notify::Notifier;
 use super::store::Shared;
-use super::index::WINDOWS_MAX;
 use super::EXPUNGE_LOG_MAX;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -65,7 +65,8 @@ pub(crate) struct State {
 impl State {
     pub fn flags_of(&self, info: &Info) -> Vec<Flag> {
         let mut flags = Vec::new();
-        for (bit, flag) in [(SEEN, Flag::Seen), (filename::ANSWERED, Flag::Answered), (filename::FLAGGED, Flag::Flagged), (DELETED, Flag::Deleted), (filename::DRAFT, Flag::Draft)] {
+        for (bit, flag) in [(SEEN, Flag::Seen), (filename::ANSWERED, Flag::Answered), (filename::FLAGGED, Flag::Flagged), (DELETED, Flag::Deleted), (filename::DRAFT, Flag::Draft)]
+        {
             if info.bits.has(bit) {
                 flags.push(flag);
             }

@@ -91,7 +91,9 @@ impl MemoryUser {
             let inbox = user.new_box("INBOX");
             inner.boxes.insert("INBOX".into(), inbox);
             let f = &o.folders;
-            for (name, u) in [(&f.drafts, SpecialUse::Drafts), (&f.sent, SpecialUse::Sent), (&f.junk, SpecialUse::Junk), (&f.trash, SpecialUse::Trash), (&f.archive, SpecialUse::Archive)] {
+            for (name, u) in
+                [(&f.drafts, SpecialUse::Drafts), (&f.sent, SpecialUse::Sent), (&f.junk, SpecialUse::Junk), (&f.trash, SpecialUse::Trash), (&f.archive, SpecialUse::Archive)]
+            {
                 if let Ok(n) = MailboxName::parse(name) {
                     let n = n.canonical();
                     inner.boxes.insert(n.clone(), user.new_box(&n));

@@ -211,7 +211,7 @@ impl MaildirMailbox {
         }
         // UIDs, durable in the uidlist before they are reported.
         let first = lock(&self.state).next_uid;
-        if first.checked_add(done.len() as u32).is_none_or(|n| n >= u32::MAX) {
+        if first.checked_add(done.len() as u32).is_none_or(|n| n == u32::MAX) {
             return Err(StoreError::Limit("UIDs of this mailbox are exhausted".into()));
         }
         let records: Vec<Record> = done.iter().enumerate().map(|(i, (m, _))| Record { uid: first + i as u32, ext: Vec::new(), name: m.file.clone() }).collect();

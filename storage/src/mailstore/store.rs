@@ -51,7 +51,7 @@ impl Shared {
                 reg.insert(dir, Arc::downgrade(&m));
                 let mut n = lock(&self.inserts);
                 *n += 1;
-                if *n % REGISTRY_PRUNE_EVERY == 0 {
+                if n.is_multiple_of(REGISTRY_PRUNE_EVERY) {
                     reg.retain(|_, w| w.strong_count() > 0);
                 }
                 (m, true)
@@ -81,9 +81,7 @@ pub struct MaildirStore {
 
 impl MaildirStore {
     pub fn new(layout: MaildirLayout, options: MaildirStoreOptions) -> MaildirStore {
-        MaildirStore {
-            shared: Arc::new(Shared { layout, options, registry: Mutex::new(HashMap::new()), inserts: Mutex::new(0), folder_ops: Mutex::new(()) }),
-        }
+        MaildirStore { shared: Arc::new(Shared { layout, options, registry: Mutex::new(HashMap::new()), inserts: Mutex::new(0), folder_ops: Mutex::new(()) }) }
     }
 
     pub fn layout(&self) -> &MaildirLayout {

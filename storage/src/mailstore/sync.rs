@@ -422,11 +422,7 @@ impl MaildirMailbox {
     /// damaged, or mostly records of expunged messages.
     pub(crate) fn write_uidlist(&self, w: &mut Writer, assigned: &[Uid], adds: &[(Uid, Msg)], missing: &[Uid]) -> StoreResult<()> {
         let durable = self.shared.options.fsync;
-        let new_records: Vec<Record> = adds
-            .iter()
-            .filter(|(u, _)| assigned.contains(u))
-            .map(|(u, m)| Record { uid: *u, ext: w_ext(m), name: m.file.clone() })
-            .collect();
+        let new_records: Vec<Record> = adds.iter().filter(|(u, _)| assigned.contains(u)).map(|(u, m)| Record { uid: *u, ext: w_ext(m), name: m.file.clone() }).collect();
         let dead = {
             let st = lock(&self.state);
             w.records.values().filter(|(u, _)| !st.msgs.contains_key(u) || missing.contains(u)).filter(|(u, _)| !adds.iter().any(|(a, _)| a == u)).count()
@@ -434,8 +430,7 @@ impl MaildirMailbox {
         let rewrite = w.uidlist_broken || w.uidlist_stamp.is_none() || needs_compaction(dead, w.records.len() + new_records.len());
         let stamp = if rewrite {
             let st = lock(&self.state);
-            let mut records: Vec<Record> =
-                st.msgs.iter().filter(|(u, _)| !missing.contains(u)).map(|(&uid, m)| Record { uid, ext: m.ext.clone(), name: m.file.clone() }).collect();
+            let mut records: Vec<Record> = st.msgs.iter().filter(|(u, _)| !missing.contains(u)).map(|(&uid, m)| Record { uid, ext: m.ext.clone(), name: m.file.clone() }).collect();
             for (uid, m) in adds {
                 records.push(Record { uid: *uid, ext: w_ext(m), name: m.file.clone() });
             }
@@ -534,11 +529,7 @@ fn list_files(dir: &Path) -> io::Result<Vec<Found>> {
 fn arrival_key(name: &str) -> (u64, u64, &str) {
     let secs_end = name.find(|c: char| !c.is_ascii_digit()).unwrap_or(name.len());
     let secs = name[..secs_end].parse().unwrap_or(u64::MAX);
-    let usecs = name[secs_end..]
-        .strip_prefix(".M")
-        .map(|r| &r[..r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())])
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0);
+    let usecs = name[secs_end..].strip_prefix(".M").map(|r| &r[..r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())]).and_then(|d| d.parse().ok()).unwrap_or(0);
     (secs, usecs, name)
 }
 

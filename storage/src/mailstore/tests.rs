@@ -42,8 +42,9 @@ mod maildir_conformance {
 
 mod memory_conformance {
     use super::*;
-    crate::mailstore_conformance_tests!(|| Box::new(MemoryStore::new(MemoryStoreOptions { quota_bytes: Some(conformance::QUOTA_BYTES), ..MemoryStoreOptions::default() }))
-        as Box<dyn MailStore>);
+    crate::mailstore_conformance_tests!(
+        || Box::new(MemoryStore::new(MemoryStoreOptions { quota_bytes: Some(conformance::QUOTA_BYTES), ..MemoryStoreOptions::default() })) as Box<dyn MailStore>
+    );
 }
 
 #[test]
@@ -151,7 +152,8 @@ mod maildir_specific {
         assert_eq!(list.uidvalidity, 1234567);
         assert_eq!(list.guid, "0123456789abcdef0123456789abcdef");
         let rec = list.records.iter().find(|r| r.uid == 20).unwrap();
-        let file = fs::read_dir(user_dir.join("cur")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).find(|n| filename::base(n) == filename::base(&rec.name)).unwrap();
+        let file =
+            fs::read_dir(user_dir.join("cur")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).find(|n| filename::base(n) == filename::base(&rec.name)).unwrap();
         assert!(file.ends_with(":2,Sbc"), "{file}");
         assert_eq!(fs::read(user_dir.join("cur").join(&file)).unwrap(), b"Subject: new\n\nx\n", "stored with LF, as Dovecot does");
         let mtime = fs::metadata(user_dir.join("cur").join(&file)).unwrap().modified().unwrap();
@@ -379,6 +381,7 @@ mod maildir_specific {
             let dir = user.dir().to_path_buf();
             let mut inbox = user.open("INBOX").unwrap();
             let mut max_uid = 0u32;
+            let mut seen = std::collections::BTreeSet::new();
             let mut last_highest = 0u64;
             let mut n = 0u64;
             for op in ops {
@@ -386,6 +389,8 @@ mod maildir_specific {
                     Op::Append(b) => {
                         let uid = inbox.append(&msg(b as usize), &[], None).unwrap();
                         prop_assert!(uid > max_uid);
+                        max_uid = uid;
+                        seen.insert(uid);
                     }
                     Op::Flag(i, add) => {
                         let uids = inbox.uids().unwrap();
@@ -424,9 +429,14 @@ mod maildir_specific {
                 inbox.sync().unwrap();
                 let uids = inbox.uids().unwrap();
                 prop_assert!(uids.windows(2).all(|w| w[0] < w[1]));
-                let new_max = uids.last().copied().unwrap_or(0);
-                prop_assert!(uids.iter().all(|&u| u <= max_uid || u > max_uid), "ascending");
-                max_uid = max_uid.max(new_max);
+                // A UID not seen before is above every UID ever seen.
+                for &u in &uids {
+                    if !seen.contains(&u) {
+                        prop_assert!(u > max_uid, "UID {} reused or out of order (max {})", u, max_uid);
+                    }
+                }
+                seen = uids.iter().copied().collect();
+                max_uid = max_uid.max(uids.last().copied().unwrap_or(0));
                 let s = inbox.status().unwrap();
                 prop_assert!(s.highest_modseq >= last_highest);
                 prop_assert!(s.uidnext > max_uid);
