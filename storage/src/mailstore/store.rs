@@ -95,7 +95,8 @@ impl MaildirStore {
     /// Called by SMTP delivery after renaming a new file into
     /// `<mailbox_dir>/new/`: if that mailbox is open, its next `sync`
     /// rescans and its `changed` waiters wake now. One hash lookup when it
-    /// is not open.
+    /// is not open. `mailbox_dir` is the path [`MaildirLayout::folder_dir`]
+    /// returns (the user directory for INBOX).
     pub fn notify_delivered(&self, mailbox_dir: &Path) {
         if let Some(mailbox) = self.shared.lookup(mailbox_dir) {
             mailbox.mark_dirty();

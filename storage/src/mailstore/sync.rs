@@ -135,7 +135,7 @@ impl MaildirMailbox {
         }
         let ul_stamp = Stamp::read(&dir.join(uidlist::UIDLIST_FILE))?;
         let mut fresh_uidlist: Option<Uidlist> = None;
-        if !w.loaded || ul_stamp != w.uidlist_stamp || dotlock.is_some() {
+        if !w.loaded || ul_stamp != w.uidlist_stamp || w.uidlist_broken {
             match uidlist::read(dir) {
                 Ok(Some((list, stamp))) => {
                     let ours = lock(&self.state).uidvalidity;
