@@ -28,6 +28,7 @@ mod codec;
 pub mod directory_json;
 pub mod journal;
 pub mod maildir;
+pub mod mailstore;
 pub mod password;
 pub mod quota;
 pub mod recovery;
