@@ -483,7 +483,8 @@ class Varan:
         # closed ones are released); the defaults 100/20 would refuse it.
         text, n1 = re.subn(r"(?m)^connections_max\s*=.*$", "connections_max = 2000", text)
         text, n2 = re.subn(r"(?m)^connections_per_ip_max\s*=.*$", "connections_per_ip_max = 2000", text)
-        if n1 != 1 or n2 != 1:
+        # Every service's limits ([smtp], [imap], [pop3]) get the same room.
+        if n1 < 1 or n2 < 1:
             raise Abort(f"could not find connections_max/connections_per_ip_max in {self.config}")
         with open(self.config, "w") as f:
             f.write(text)

@@ -25,8 +25,17 @@ fn qualify(live: &Live, login: &str) -> Option<EmailAddress> {
 /// Verifies credentials; `authzid` (RFC 4616) may name another user only
 /// when the authenticating user is a master user.
 pub async fn login(live: &Arc<Live>, authzid: &str, authcid: &str, password: String) -> AuthVerdict {
+    match login_as(live, authzid, authcid, password).await {
+        Ok(_) => AuthVerdict::Success,
+        Err(v) => v,
+    }
+}
+
+/// Like [`login`], and says whose mailbox the login opens: the user's
+/// own, or with a master login the target user's.
+pub async fn login_as(live: &Arc<Live>, authzid: &str, authcid: &str, password: String) -> Result<EmailAddress, AuthVerdict> {
     if authcid.len() > CREDENTIAL_BYTES_MAX || password.len() > CREDENTIAL_BYTES_MAX || password.is_empty() {
-        return AuthVerdict::Failure;
+        return Err(AuthVerdict::Failure);
     }
     let separators: Vec<String> = live.config.directories.iter().map(|d| d.master_separator.clone()).collect();
     let (target, master) = match separators.iter().find_map(|s| authcid.split_once(s.as_str())) {
@@ -34,11 +43,11 @@ pub async fn login(live: &Arc<Live>, authzid: &str, authcid: &str, password: Str
         None if !authzid.is_empty() && authzid != authcid => (authzid.to_owned(), Some(authcid.to_owned())),
         None => (authcid.to_owned(), None),
     };
-    let Some(target) = qualify(live, &target) else { return AuthVerdict::Failure };
+    let Some(target) = qualify(live, &target) else { return Err(AuthVerdict::Failure) };
     let checking = match &master {
         Some(m) => match qualify(live, m) {
             Some(m) => m,
-            None => return AuthVerdict::Failure,
+            None => return Err(AuthVerdict::Failure),
         },
         None => target.clone(),
     };
@@ -59,21 +68,21 @@ pub async fn login(live: &Arc<Live>, authzid: &str, authcid: &str, password: Str
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "directory unavailable during login");
-                    return AuthVerdict::TempFailure;
+                    return Err(AuthVerdict::TempFailure);
                 }
             }
         }
     };
-    let Some(account) = account else { return AuthVerdict::Failure };
+    let Some(account) = account else { return Err(AuthVerdict::Failure) };
     if master.is_none() {
-        return AuthVerdict::Success;
+        return Ok(account.address);
     }
     if !account.is_master {
-        return AuthVerdict::Failure;
+        return Err(AuthVerdict::Failure);
     }
     match live.directories.account(&target) {
-        Ok(Some(_)) => AuthVerdict::Success,
-        Ok(None) => AuthVerdict::Failure,
-        Err(_) => AuthVerdict::TempFailure,
+        Ok(Some(a)) => Ok(a.address),
+        Ok(None) => Err(AuthVerdict::Failure),
+        Err(_) => Err(AuthVerdict::TempFailure),
     }
 }

@@ -114,9 +114,9 @@ impl InFlight {
 /// Starts the storage task of this shard. Returns the handle sessions use
 /// and the task, which ends when every handle is dropped and its work is
 /// done and checkpointed.
-pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration, shard: usize) -> std::io::Result<(Storage, glommio::Task<()>)> {
+pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration, shard: usize, notify: Notify) -> std::io::Result<(Storage, glommio::Task<()>)> {
     let syncer = Arc::new(FsSyncer::open(maildir_root)?);
-    let writers = start_writers(&format!("shard-{shard}"))?;
+    let writers = start_writers(&format!("shard-{shard}"), notify)?;
     let (tx, rx) = local_channel::new_bounded(QUEUE_DEPTH);
     let mut journal = journal;
     let next_id = Rc::new(Cell::new(journal.next_id()));
@@ -133,14 +133,19 @@ enum Wake {
 /// send back those that failed.
 type DeliveryJob = (Vec<JournalRecord>, oneshot::Sender<Vec<JournalRecord>>);
 
+/// Called with a mailbox directory after a message was renamed into its
+/// `new/`: wakes IMAP sessions (IDLE) that have that mailbox open.
+pub type Notify = Arc<dyn Fn(&std::path::Path) + Send + Sync>;
+
 /// Starts the writer threads of one shard; they end when the sender drops.
-fn start_writers(shard_name: &str) -> std::io::Result<crossbeam::channel::Sender<DeliveryJob>> {
+fn start_writers(shard_name: &str, notify: Notify) -> std::io::Result<crossbeam::channel::Sender<DeliveryJob>> {
     let (tx, rx) = crossbeam::channel::unbounded::<DeliveryJob>();
     for i in 0..DELIVERY_THREADS {
         let rx = rx.clone();
+        let notify = Arc::clone(&notify);
         std::thread::Builder::new().name(format!("{shard_name}-mdw{i}")).spawn(move || {
             for (records, done) in rx {
-                let _ = done.send(deliver_all(records));
+                let _ = done.send(deliver_all(records, &*notify));
             }
         })?;
     }
@@ -364,7 +369,7 @@ async fn commit_batch(
 /// Writes every delivery of every record (no fsync: the journal holds
 /// them until the next checkpoint). Returns the records with a failed
 /// target; the checkpoint retries them and keeps the journal meanwhile.
-pub fn deliver_all(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+pub fn deliver_all(records: Vec<JournalRecord>, notify: &dyn Fn(&std::path::Path)) -> Vec<JournalRecord> {
     let mut failed = Vec::new();
     // maildirsize is appended once per mailbox per batch, not per message.
     let mut sizes: std::collections::HashMap<std::path::PathBuf, (i64, i64)> = std::collections::HashMap::new();
@@ -373,6 +378,9 @@ pub fn deliver_all(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
         for d in &r.deliveries {
             match varan_storage::maildir::deliver(d, &r.content) {
                 Ok(()) => {
+                    if let Some(mailbox) = d.path.parent().and_then(|new| new.parent()) {
+                        notify(mailbox);
+                    }
                     if let Some(user_dir) = mailbox_root(&d.path) {
                         let name = d.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                         let size = varan_storage::maildir::parse_sizes(name).0.unwrap_or(0) as i64;

@@ -37,6 +37,8 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
             "no TLS certificate: STARTTLS and the SMTPS listener are off, and AUTH is refused on cleartext; set [tls] and reload");
     }
     let counters = Arc::new(Counters::default());
+    let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), varan_storage::mailstore::MaildirStoreOptions::default()));
+    let imap_cache = Arc::new(varan_protocols::imap::session::SummaryCache::new(live.config.imap.cache_size));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();
     let mut handles = Vec::new();
@@ -45,11 +47,12 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
         controls.push(tx);
         let placement = if shards <= cpus.len() { Placement::Fixed(cpus[shard]) } else { Placement::Unbound };
         let (live, counters, ready) = (Arc::clone(&live), Arc::clone(&counters), ready_tx.clone());
+        let (mailstore, imap_cache) = (Arc::clone(&mailstore), Arc::clone(&imap_cache));
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(live.config.server.io_memory as usize)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS))
-            .spawn(move || crate::shard::main(shard, live, counters, rx, ready))
+            .spawn(move || crate::shard::main(shard, live, crate::shard::Shared { counters, mailstore, imap_cache }, rx, ready))
             .map_err(|e| format!("cannot start shard {shard}: {e}"))?;
         handles.push(handle);
     }
@@ -67,7 +70,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
             }
         }
     }
-    let names: Vec<String> = crate::shard::listeners(&live).iter().map(|(a, k)| format!("{k:?} {a}")).collect();
+    let names: Vec<String> = crate::shard::listeners(&live).iter().map(|(a, k)| format!("{k} {a}")).collect();
     tracing::info!(shards, listeners = %names.join(", "), "Varan ready");
     loop {
         match sys::wait_signal(WATCH_INTERVAL) {

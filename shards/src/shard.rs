@@ -61,6 +61,10 @@ pub struct ShardCtx {
     /// spool directory, so recovery and cleanup find them).
     pub spool_dir: std::path::PathBuf,
     pub shutdown: Rc<Shutdown>,
+    /// The mail store shared by every shard (IMAP, POP3, delivery wake-ups).
+    pub mailstore: Arc<varan_storage::mailstore::MaildirStore>,
+    /// Parsed message structure shared by every IMAP session.
+    pub imap_cache: Arc<varan_protocols::imap::session::SummaryCache>,
     pub quota_cache: RefCell<HashMap<String, (u64, Instant)>>,
     /// Accounts whose mailbox tree is known to exist (created on first
     /// delivery); cleared when it reaches the quota cache's size bound.
@@ -129,25 +133,53 @@ impl Drop for Active {
     }
 }
 
-/// The listeners every shard binds.
-pub fn listeners(live: &Live) -> Vec<(SocketAddr, ListenerKind)> {
-    let s = &live.config.smtp;
-    let mut out: Vec<_> = s.listen.iter().map(|a| (*a, ListenerKind::Mx)).collect();
-    out.extend(s.submission_listen.iter().map(|a| (*a, ListenerKind::Submission)));
-    if live.tls.is_some() {
-        out.extend(s.smtps_listen.iter().map(|a| (*a, ListenerKind::Smtps)));
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Smtp(ListenerKind),
+    /// IMAP; `true`: implicit TLS (port 993).
+    Imap(bool),
+    /// POP3; `true`: implicit TLS (port 995).
+    Pop3(bool),
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Service::Smtp(k) => write!(f, "{k:?}"),
+            Service::Imap(false) => f.write_str("Imap"),
+            Service::Imap(true) => f.write_str("Imaps"),
+            Service::Pop3(false) => f.write_str("Pop3"),
+            Service::Pop3(true) => f.write_str("Pop3s"),
+        }
+    }
+}
+
+/// The listeners every shard binds. Implicit-TLS ones only with a certificate.
+pub fn listeners(live: &Live) -> Vec<(SocketAddr, Service)> {
+    let c = &live.config;
+    let tls = live.tls.is_some();
+    let mut out: Vec<_> = c.smtp.listen.iter().map(|a| (*a, Service::Smtp(ListenerKind::Mx))).collect();
+    out.extend(c.smtp.submission_listen.iter().map(|a| (*a, Service::Smtp(ListenerKind::Submission))));
+    out.extend(c.imap.listen.iter().map(|a| (*a, Service::Imap(false))));
+    out.extend(c.pop3.listen.iter().map(|a| (*a, Service::Pop3(false))));
+    if tls {
+        out.extend(c.smtp.smtps_listen.iter().map(|a| (*a, Service::Smtp(ListenerKind::Smtps))));
+        out.extend(c.imap.imaps_listen.iter().map(|a| (*a, Service::Imap(true))));
+        out.extend(c.pop3.pop3s_listen.iter().map(|a| (*a, Service::Pop3(true))));
     }
     out
 }
 
+/// Process-lifetime state every shard gets a handle to (survives reloads).
+pub struct Shared {
+    pub counters: Arc<Counters>,
+    pub mailstore: Arc<varan_storage::mailstore::MaildirStore>,
+    pub imap_cache: Arc<varan_protocols::imap::session::SummaryCache>,
+}
+
 /// The body of one shard's executor. Reports bind results on `ready`.
-pub async fn main(
-    shard: usize,
-    live: Arc<Live>,
-    counters: Arc<Counters>,
-    mut control: futures_channel::mpsc::Receiver<Control>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
+pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: futures_channel::mpsc::Receiver<Control>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
     let data = &live.config.server.data_dir;
     let dir = data.join("journal").join(format!("shard-{shard}"));
     let options = JournalOptions { segment_bytes: live.config.storage.journal_segment_size };
@@ -165,7 +197,10 @@ pub async fn main(
         }
     };
     let spool_dir = journal.spool_dir().to_path_buf();
-    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval, shard) {
+    let Shared { counters, mailstore, imap_cache } = shared;
+    let store = Arc::clone(&mailstore);
+    let notify: delivery::Notify = Arc::new(move |dir: &std::path::Path| store.notify_delivered(dir));
+    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval, shard, notify) {
         Ok(started) => started,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {shard}: {}: {e}", live.config.storage.maildir_root.display())));
@@ -179,6 +214,8 @@ pub async fn main(
         storage,
         spool_dir,
         shutdown: Rc::new(Shutdown::default()),
+        mailstore,
+        imap_cache,
         quota_cache: RefCell::new(HashMap::new()),
         ensured: RefCell::new(std::collections::HashSet::new()),
         connection_seq: Cell::new(0),
@@ -189,7 +226,7 @@ pub async fn main(
         match TcpListener::bind(addr) {
             Ok(l) => acceptors.push(glommio::spawn_local(accept_loop(Rc::clone(&ctx), l, kind))),
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot listen on {addr} ({kind:?}): {e}")));
+                let _ = ready.send(Err(format!("cannot listen on {addr} ({kind}): {e}")));
                 ctx.shutdown.trigger();
                 return;
             }
@@ -225,7 +262,7 @@ pub async fn main(
     .await;
 }
 
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKind) {
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: Service) {
     loop {
         let next = async { Some(listener.accept().await) }.or(async {
             ctx.shutdown.wait().await;
@@ -238,7 +275,11 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKin
                 let guard = Active(Rc::clone(&ctx));
                 let c = Rc::clone(&ctx);
                 glommio::spawn_local(async move {
-                    crate::smtp::serve(c, stream, kind).await;
+                    match kind {
+                        Service::Smtp(k) => crate::smtp::serve(c, stream, k).await,
+                        Service::Imap(tls) => crate::imap::serve(c, stream, tls).await,
+                        Service::Pop3(tls) => crate::pop3::serve(c, stream, tls).await,
+                    }
                     drop(guard);
                 })
                 .detach();

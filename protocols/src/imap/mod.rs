@@ -8,6 +8,7 @@
 //! - [`date`]: SEARCH dates and APPEND/INTERNALDATE date-times.
 //! - [`mutf7`]: modified UTF-7 mailbox names (RFC 3501 §5.1.3).
 //! - [`response`]: status responses and response codes.
+//! - [`session`]: the server session executing commands against the mail store.
 //!
 //! See `docs/design/imap.md` for how the parser, the session and the
 //! mail store fit together.
@@ -19,6 +20,7 @@ pub mod mutf7;
 pub mod parse;
 pub mod response;
 pub mod sequence;
+pub mod session;
 pub mod wire;
 
 #[cfg(test)]

@@ -168,6 +168,22 @@ class Varan:
     def smtps_port(self) -> int:
         return self.port("smtps")
 
+    @property
+    def imap_port(self) -> int:
+        return self.port("imap")
+
+    @property
+    def imaps_port(self) -> int:
+        return self.port("imaps")
+
+    @property
+    def pop3_port(self) -> int:
+        return self.port("pop3")
+
+    @property
+    def pop3s_port(self) -> int:
+        return self.port("pop3s")
+
     # -------------------------------------------------------------- CLI
     def cli(self, *args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return run([varan_bin(), *args], check=check, timeout=timeout)
