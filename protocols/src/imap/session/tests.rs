@@ -382,3 +382,87 @@ fn fetch_of_many_messages_is_chunked() {
     }
     assert!(works >= 1, "a 2.4 MB FETCH must come out in several chunks");
 }
+
+mod soup {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Commands (valid, invalid, out of state, with literals) a hostile or
+    /// confused client might send, in any order.
+    const COMMANDS: &[&str] = &[
+        "LOGIN u1@test.org secret",
+        "LOGIN u1@test.org wrong",
+        "AUTHENTICATE PLAIN AHUxQHRlc3Qub3JnAHNlY3JldA==",
+        "SELECT INBOX",
+        "EXAMINE Trash",
+        "SELECT Nope",
+        "FETCH 1:* (FLAGS UID ENVELOPE BODYSTRUCTURE)",
+        "FETCH * BODY[1.2.HEADER]<0.10>",
+        "UID FETCH 1:* (BINARY.PEEK[1] BINARY.SIZE[1]) (CHANGEDSINCE 1)",
+        "FETCH 999 FLAGS",
+        "STORE 1:* +FLAGS (\\Deleted $x)",
+        "STORE 2 -FLAGS.SILENT (\\Seen)",
+        "UID STORE 1:* (UNCHANGEDSINCE 1) FLAGS (\\Flagged)",
+        "COPY 1:2 Archive",
+        "UID MOVE 1 Junk",
+        "EXPUNGE",
+        "UID EXPUNGE 1:3",
+        "SEARCH OR UNSEEN TEXT hello NOT DELETED",
+        "UID SEARCH RETURN (ALL SAVE) ALL",
+        "FETCH $ UID",
+        "SORT (DATE REVERSE SIZE) UTF-8 ALL",
+        "THREAD ORDEREDSUBJECT UTF-8 ALL",
+        "LIST \"\" *",
+        "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" * RETURN (CHILDREN STATUS (MESSAGES))",
+        "LSUB \"\" *",
+        "CREATE a/b/c",
+        "RENAME a b",
+        "DELETE b",
+        "SUBSCRIBE Sent",
+        "STATUS INBOX (MESSAGES UIDNEXT UNSEEN SIZE HIGHESTMODSEQ)",
+        "APPEND INBOX (\\Seen) {12}\r\nSubject: x\r\n",
+        "APPEND INBOX {5+}\r\nhello",
+        "ENABLE QRESYNC UTF8=ACCEPT IMAP4rev2",
+        "NAMESPACE",
+        "GETQUOTAROOT INBOX",
+        "CHECK",
+        "UNSELECT",
+        "CLOSE",
+        "NOOP",
+        "ID NIL",
+        "IDLE",
+        "DONE",
+        "FROB",
+        "",
+        "\u{1}\u{2}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn random_command_sequences_never_panic(picks in proptest::collection::vec(0..COMMANDS.len(), 1..40), chunk in 1usize..64) {
+            let store = Arc::new(MemoryStore::new(MemoryStoreOptions::default()));
+            let mut h = Harness::with_store(Arc::clone(&store));
+            for s in ["a", "b", "c"] {
+                append(&mut h, "INBOX", &msg(s));
+            }
+            let mut script = Vec::new();
+            for (i, p) in picks.iter().enumerate() {
+                let c = COMMANDS[*p];
+                if c == "DONE" || c.is_empty() {
+                    script.extend_from_slice(c.as_bytes());
+                } else {
+                    script.extend_from_slice(format!("t{i} {c}").as_bytes());
+                }
+                script.extend_from_slice(b"\r\n");
+            }
+            let out = h.send_chunked(&script, chunk);
+            if !out.is_empty() {
+                prop_assert!(out.ends_with("\r\n"), "output ends mid-line: {out}");
+            }
+            for line in out.split("\r\n") {
+                prop_assert!(!line.contains('\n') && !line.contains('\r'), "bare CR/LF in {line:?}");
+            }
+        }
+    }
+}
