@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Varan and runs it in the foreground on its embedded defaults, in
-# ./varan-demo (listeners on 127.0.0.1, ports 20025/20587/20465).
+# ./varan-demo (listeners on 127.0.0.1, SMTP 20025/20587/20465, IMAP 20143/20993, POP3 20110/20995).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p varan-shards
