@@ -295,9 +295,10 @@ impl Driver {
             Ok(user) => {
                 let account = self.live.directories.account(&address).ok().flatten();
                 let quota = account.as_ref().map(|a| self.live.quota_of(a)).filter(|q| *q != u64::MAX);
+                let trash_extra = self.live.config.domain(address.domain()).map_or(0, |d| d.trash_extra_quota);
                 self.user = Some(key);
                 tracing::info!(user = %address, "logged in");
-                self.s().login_result(LoginOutcome::Ok { user, username: address.to_string(), quota_limit: quota })
+                self.s().login_result(LoginOutcome::Ok { user, username: address.to_string(), quota_limit: quota, trash_extra })
             }
             Err(e) => {
                 tracing::error!(error = %e, user = %address, "cannot open the mail store");

@@ -319,7 +319,7 @@ impl Session {
             Err(e) => return self.store_error(tag, e),
         };
         let total: u64 = messages.iter().map(|m| m.data(frame).len() as u64).sum();
-        if let Err(e) = self.check_quota(total, messages.len() as u64) {
+        if let Err(e) = self.check_quota(total, mailbox.name()) {
             return self.store_error(tag, e);
         }
         let mut uids = Vec::with_capacity(messages.len());
@@ -343,8 +343,13 @@ impl Session {
     }
 
     /// Refuses work that would take the user over quota (RFC 9208 §5).
-    pub(super) fn check_quota(&self, bytes: u64, _messages: u64) -> Result<(), StoreError> {
-        let Some(limit) = self.quota_limit else { return Ok(()) };
+    /// Trash has extra room, so deleting (moving to Trash) works on a full
+    /// mailbox (seed §6.2.5.1.10).
+    pub(super) fn check_quota(&self, bytes: u64, dest: &str) -> Result<(), StoreError> {
+        let Some(mut limit) = self.quota_limit else { return Ok(()) };
+        if dest == self.config.trash_folder {
+            limit = limit.saturating_add(self.trash_extra);
+        }
         let usage = self.user().quota()?;
         if usage.used_bytes.saturating_add(bytes) > limit {
             return Err(StoreError::OverQuota);

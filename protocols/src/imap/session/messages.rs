@@ -345,7 +345,7 @@ impl Session {
         let source = Arc::clone(&view.mailbox);
         let same = Arc::ptr_eq(&source, &dest);
         if !(is_move && same) {
-            if let Err(e) = self.check_quota(bytes, uids.len() as u64) {
+            if let Err(e) = self.check_quota(bytes, dest.name()) {
                 return self.store_error(tag, e);
             }
         }

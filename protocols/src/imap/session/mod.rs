@@ -52,6 +52,8 @@ pub struct SessionConfig {
     pub errors_max: u32,
     pub idle_timeout: Duration,
     pub login_timeout: Duration,
+    /// The Trash folder's name, which gets the extra Trash quota.
+    pub trash_folder: String,
 }
 
 impl SessionConfig {
@@ -67,6 +69,7 @@ impl SessionConfig {
             errors_max: i.errors_max,
             idle_timeout: i.idle_timeout,
             login_timeout: i.login_timeout,
+            trash_folder: c.storage.trash_folder.clone(),
         }
     }
 }
@@ -101,7 +104,9 @@ pub struct Credentials {
 
 /// The driver's answer to [`Step::Authenticate`].
 pub enum LoginOutcome {
-    Ok { user: Arc<dyn UserStore>, username: String, quota_limit: Option<u64> },
+    /// `quota_limit`: bytes (None: unlimited); `trash_extra`: room the Trash
+    /// folder gets beyond it (seed §6.2.5.1.10).
+    Ok { user: Arc<dyn UserStore>, username: String, quota_limit: Option<u64>, trash_extra: u64 },
     Failed,
     TempFailure,
     TooManySessions,
@@ -141,6 +146,7 @@ pub struct Session {
     user: Option<Arc<dyn UserStore>>,
     username: String,
     quota_limit: Option<u64>,
+    trash_extra: u64,
     auth_failures: u32,
     errors: u32,
     /// ENABLEd extensions (RFC 5161).
@@ -173,6 +179,7 @@ impl Session {
             user: None,
             username: String::new(),
             quota_limit: None,
+            trash_extra: 0,
             auth_failures: 0,
             errors: 0,
             rev2: false,
@@ -332,7 +339,8 @@ impl Session {
     pub fn login_result(&mut self, outcome: LoginOutcome) -> Step {
         let tag = std::mem::take(&mut self.tag);
         match outcome {
-            LoginOutcome::Ok { user, username, quota_limit } => {
+            LoginOutcome::Ok { user, username, quota_limit, trash_extra } => {
+                self.trash_extra = trash_extra;
                 self.user = Some(user);
                 self.username = username;
                 self.quota_limit = quota_limit;

@@ -35,6 +35,7 @@ fn config() -> SessionConfig {
         errors_max: 10,
         idle_timeout: Duration::from_secs(1800),
         login_timeout: Duration::from_secs(60),
+        trash_folder: "Trash".into(),
     }
 }
 
@@ -72,7 +73,7 @@ impl Harness {
                 Step::Work => self.session.work(),
                 Step::Authenticate(c) => {
                     let outcome = if c.password == PASSWORD {
-                        LoginOutcome::Ok { user: self.user(&c.authcid), username: c.authcid.clone(), quota_limit: Some(1 << 20) }
+                        LoginOutcome::Ok { user: self.user(&c.authcid), username: c.authcid.clone(), quota_limit: Some(1 << 20), trash_extra: 64 << 10 }
                     } else {
                         LoginOutcome::Failed
                     };
@@ -465,4 +466,24 @@ mod soup {
             }
         }
     }
+}
+
+#[test]
+fn quota_refuses_append_but_trash_has_extra_room() {
+    let mut h = Harness::new();
+    h.login();
+    // The harness grants 1 MiB plus 64 KiB for Trash.
+    let mut big = msg("big");
+    // 100 bytes short of the limit: the next small message goes over it.
+    let fill = (1 << 20) - big.len() - 2 - 100;
+    big.extend(std::iter::repeat_n(b'y', fill));
+    big.extend_from_slice(b"\r\n");
+    append(&mut h, "INBOX", &big);
+    let small = msg("small");
+    let r = h.send(&format!("a APPEND INBOX {{{}+}}\r\n{}\r\n", small.len(), String::from_utf8_lossy(&small)));
+    assert!(r.contains("a NO [OVERQUOTA]"), "{r}");
+    let r = h.send(&format!("b APPEND Trash {{{}+}}\r\n{}\r\n", small.len(), String::from_utf8_lossy(&small)));
+    assert!(r.contains("b OK [APPENDUID"), "{r}");
+    let r = h.send("q GETQUOTAROOT INBOX\r\n");
+    assert!(r.contains("* QUOTAROOT INBOX \"\"") && r.contains("* QUOTA \"\" (STORAGE "), "{r}");
 }
