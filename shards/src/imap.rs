@@ -17,8 +17,14 @@ use varan_core::mailstore::MailStore;
 use varan_protocols::imap::framer::{Frame, Framer};
 use varan_protocols::imap::session::{Credentials, LoginOutcome, Session, SessionConfig, Step};
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 16 << 10;
+/// Bytes read from the socket at a time between commands. Most commands
+/// are short, and an idle connection keeps this buffer for as long as it
+/// waits, so it is small (thousands of idle clients are normal).
+const READ_CHUNK: usize = 4 << 10;
+/// Read size in IDLE: the client can only send `DONE`.
+const IDLE_READ_CHUNK: usize = 256;
+/// Read size while a command (an APPEND literal) is half-received.
+const BULK_READ_CHUNK: usize = 64 << 10;
 /// A client has this long to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a shutdown notice, how long a session may still take to go away.
@@ -136,7 +142,7 @@ impl Driver {
 
     async fn run(&mut self) {
         self.s().greeting();
-        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut input: Vec<u8> = Vec::new();
         let mut mode = Mode::Commands;
         let mut shutdown_seen = false;
         loop {
@@ -310,7 +316,17 @@ impl Driver {
 
     async fn read(&mut self, input: &mut Vec<u8>, timeout: Duration, watch_shutdown: bool, idle: bool) -> Input {
         let start = input.len();
-        input.resize(start + READ_CHUNK, 0);
+        let mid_command = start > 0 || !self.framer.is_idle();
+        let chunk = match (idle, mid_command) {
+            (true, _) => IDLE_READ_CHUNK,
+            (false, false) => READ_CHUNK,
+            (false, true) => BULK_READ_CHUNK,
+        };
+        // Give back what a large command needed once it is done.
+        if !mid_command && input.capacity() > chunk {
+            input.shrink_to(chunk);
+        }
+        input.resize(start + chunk, 0);
         let changed = if idle { self.s().idle_watch() } else { None };
         let conn = &mut self.conn;
         let buf = &mut input[start..];
