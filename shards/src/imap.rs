@@ -82,7 +82,7 @@ async fn session(
     let config = Arc::new(SessionConfig::from_config(&live.config, live.tls.is_some()));
     let session = Session::new(config, Arc::clone(&ctx.imap_cache), implicit_tls);
     let framer = Framer::new(session.framer_limits());
-    let mut driver = Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, slot: Some(slot), user_slot: None, user: None };
+    let mut driver = Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, slot: Some(slot), user_slot: None, user: None, tls: implicit_tls };
     driver.run().await;
     if live.config.server.log_sessions {
         tracing::info!(user = driver.user.as_deref().unwrap_or("-"), "session end");
@@ -100,6 +100,8 @@ struct Driver {
     slot: Option<ConnGuard<std::net::IpAddr>>,
     user_slot: Option<ConnGuard<String>>,
     user: Option<String>,
+    /// TLS is active (implicit, or after STARTTLS).
+    tls: bool,
 }
 
 enum Input {
@@ -171,10 +173,18 @@ impl Driver {
                         }
                     }
                 };
+                let tls_before = self.tls;
                 mode = match self.step(step).await {
                     Some(m) => m,
                     None => return,
                 };
+                if self.tls != tls_before {
+                    // Nothing sent in cleartext before the handshake may be
+                    // taken as a command afterwards (command injection,
+                    // RFC 9051 §6.2.1 / CVE-2011-0411 class).
+                    input.clear();
+                    self.framer = Framer::new(self.s().framer_limits());
+                }
                 // Stream large responses out as they are produced.
                 if self.s().output_len() >= 64 << 10 && !self.flush().await {
                     return;
@@ -240,7 +250,10 @@ impl Driver {
                     let cfg = self.live.tls.clone()?;
                     let conn = &mut self.conn;
                     match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(conn.start_tls(cfg).await) }).await {
-                        Ok(Ok(_)) => self.s().tls_started(),
+                        Ok(Ok(_)) => {
+                            self.tls = true;
+                            self.s().tls_started();
+                        }
                         _ => return None,
                     }
                     return Some(Mode::Commands);

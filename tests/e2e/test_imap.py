@@ -234,3 +234,18 @@ def test_garbage_gets_bad_and_session_goes_on(varan):
     s.sendall(b"a4 LOGOUT\r\n")
     assert f.readline().startswith(b"* BYE")
     s.close()
+
+
+def test_starttls_discards_pipelined_cleartext(varan):
+    """Commands sent in cleartext after STARTTLS must not run inside TLS (CVE-2011-0411 class)."""
+    s = socket.create_connection((HOST, varan.imap_port), timeout=10)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    s.sendall(b"a STARTTLS\r\nb LOGOUT\r\n")
+    assert f.readline().startswith(b"a OK"), "STARTTLS refused"
+    tls = insecure_tls().wrap_socket(s, server_hostname="localhost")
+    tf = tls.makefile("rb")
+    tls.sendall(b"c NOOP\r\n")
+    line = tf.readline()
+    assert line.startswith(b"c OK"), f"injected command ran inside TLS, got {line!r}"
+    tls.close()
