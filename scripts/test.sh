@@ -2,8 +2,10 @@
 # The one command that runs every Varan test (README: `scripts/test.sh`).
 #
 #   1. installs what the tests need when it is missing (Debian packages: swaks, msmtp,
-#      postfix for the relay test; pytest for the python3 on PATH). Idempotent; apt
-#      and pip output goes to a log file. Nothing is installed when all is present.
+#      postfix for the relay test; the IMAP/POP3 clients isync, offlineimap3, fetchmail,
+#      getmail6, neomutt and dovecot-imapd for test_imap_clients.py; pytest for the
+#      python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
+#      installed when all is present.
 #   2. cargo build --release --workspace
 #   3. unit and integration tests: cargo nextest (when installed) or cargo test,
 #      --workspace --release, plus doc tests; benches in test mode and the
@@ -52,13 +54,20 @@ logged() {
 }
 
 # ---------------------------------------------------------------- 1. dependencies
-APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix)
+APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix
+          isync offlineimap3 fetchmail getmail6 neomutt dovecot-core dovecot-imapd)
 # command each package provides (checked first: cheaper than dpkg and catches hand installs)
 pkg_present() {
   case "$1" in
     swaks) command -v swaks >/dev/null ;;
     msmtp) command -v msmtp >/dev/null ;;
     postfix) command -v postfix >/dev/null && [ -x /usr/lib/postfix/sbin/master ] ;;
+    isync) command -v mbsync >/dev/null ;;
+    offlineimap3) command -v offlineimap >/dev/null ;;
+    fetchmail) command -v fetchmail >/dev/null ;;
+    getmail6) command -v getmail >/dev/null ;;
+    neomutt) command -v neomutt >/dev/null ;;
+    dovecot-imapd) [ -x /usr/lib/dovecot/imap ] ;;
     *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
   esac
 }
@@ -80,6 +89,11 @@ install_apt() {
   if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
     say "stopping the system Postfix instance the package started"
     postfix stop >>"$LOGS/apt.log" 2>&1 || true
+  fi
+  # Likewise Dovecot: test_imap_clients.py starts a private instance on its own ports.
+  if [ -s /run/dovecot/master.pid ] && kill -0 "$(cat /run/dovecot/master.pid)" 2>/dev/null; then
+    say "stopping the system Dovecot instance the package started"
+    doveadm stop >>"$LOGS/apt.log" 2>&1 || true
   fi
 }
 
