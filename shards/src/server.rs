@@ -116,6 +116,9 @@ fn reload(config_path: &Path, live: &mut Arc<Live>, controls: &mut [futures_chan
     match Live::build(config) {
         Ok(new) => {
             *live = Arc::new(new);
+            // Cached verifications carry the account as it was (quota,
+            // master-group membership, disabled users): drop them all.
+            crate::live::verify_cache().clear();
             for c in controls.iter_mut() {
                 if c.try_send(Control::Reload(Arc::clone(live))).is_err() {
                     tracing::warn!("a shard did not take the reload");

@@ -249,3 +249,35 @@ def test_starttls_discards_pipelined_cleartext(varan):
     line = tf.readline()
     assert line.startswith(b"c OK"), f"injected command ran inside TLS, got {line!r}"
     tls.close()
+
+
+def test_master_user_opens_another_mailbox(varan):
+    """seed §6.2.1.22: `user*master` with the master's password opens the user's mailbox
+    (what imapsync uses to migrate without users' passwords)."""
+    varan.add_user("admin1@bench.test")
+    db = varan.user_db()
+    groups = [g for g in db.get("groups", []) if g.get("name") != "masters"]
+    groups.append({"name": "masters", "members": ["admin1"]})
+    db["groups"] = groups
+    varan.write_user_db(db)
+    mark, _ = deliver(varan, to=U1)
+    M.wait_for(varan.maildir(U1), mark)
+    deadline = time.monotonic() + 10
+    while True:          # the server reloads the user database within about a second
+        c = imaplib.IMAP4_SSL(HOST, varan.imaps_port, ssl_context=insecure_tls(), timeout=15)
+        try:
+            # `*` is an atom-special: the login must be quoted (imaplib does not).
+            c.login(f'"{U1}*admin1@bench.test"', password_for("admin1@bench.test"))
+            break
+        except imaplib.IMAP4.error:
+            c.shutdown()
+            assert time.monotonic() < deadline, "master login never accepted"
+            time.sleep(0.2)
+    ok(c.select("INBOX"))
+    typ, data = c.search(None, "SUBJECT", mark)
+    assert data[0].split(), "master login did not open u1's INBOX"
+    c.logout()
+    c = imaplib.IMAP4_SSL(HOST, varan.imaps_port, ssl_context=insecure_tls(), timeout=15)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login(f'"{U1}*{U2}"', password_for(U2))   # not a master
+    c.shutdown()
