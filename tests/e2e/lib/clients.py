@@ -172,15 +172,15 @@ def files_containing(md: Path, needle: str) -> list[Path]:
     return [p for p in maildir_files(md) if needle.encode() in p.read_bytes()]
 
 
-def write_local_message(folder: Path, mark: str, host: str = "client.e2e.test") -> Path:
+def write_local_message(folder: Path, mark: str, host: str = "client.e2e.test", body_lines: int = 0) -> Path:
     """A new message dropped into a client-side Maildir folder's new/ (LF line ends, as
-    a local MUA writes them)."""
-    (folder / "tmp").mkdir(parents=True, exist_ok=True)
-    (folder / "new").mkdir(parents=True, exist_ok=True)
+    a local MUA writes them), with `body_lines` extra lines of 64 characters."""
+    for sub in ("cur", "new", "tmp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     name = f"{int(time.time())}.P{os.getpid()}Q{time.monotonic_ns()}.{host}"
     data = (f"From: <local@client.e2e.test>\nTo: <someone@bench.test>\nSubject: {mark}\n"
             f"Message-ID: <{mark}@client.e2e.test>\nDate: Mon, 23 Nov 2026 11:00:00 +0000\n\n"
-            f"written locally {mark}\n")
+            f"written locally {mark}\n" + f"{mark} {'x' * (63 - len(mark))}\n" * body_lines)
     tmp = folder / "tmp" / name
     tmp.write_text(data)
     dest = folder / "new" / name
