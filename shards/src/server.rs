@@ -37,7 +37,14 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
             "no TLS certificate: STARTTLS and the SMTPS listener are off, and AUTH is refused on cleartext; set [tls] and reload");
     }
     let counters = Arc::new(Counters::default());
-    let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), varan_storage::mailstore::MaildirStoreOptions::default()));
+    let store_options = varan_storage::mailstore::MaildirStoreOptions {
+        // COPY/MOVE of a delivered message must pass: its trace headers
+        // make it a little larger than the SMTP limit.
+        message_bytes_max: live.config.imap.append_size_max.max(live.config.smtp.message_size_max) + (1 << 20),
+        warm_mailboxes: varan_storage::mailstore::store::WARM_MAILBOXES_MAX,
+        ..Default::default()
+    };
+    let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), store_options));
     let imap_cache = Arc::new(varan_protocols::imap::session::SummaryCache::new(live.config.imap.cache_size));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();

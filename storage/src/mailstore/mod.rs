@@ -37,7 +37,7 @@ mod memory;
 pub mod names;
 mod notify;
 mod save;
-mod store;
+pub mod store;
 mod sync;
 pub mod uidlist;
 mod update;
@@ -89,10 +89,22 @@ pub struct MaildirStoreOptions {
     /// fsync message files, `cur/` and `dovecot-uidlist` before an append
     /// or a new UID is reported (on by default; tests may turn it off).
     pub fsync: bool,
+    /// Mailboxes kept loaded after their last session let go of them
+    /// (at most [`store::WARM_MAILBOXES_MAX`]; 0 by default, the server
+    /// uses the maximum). The handles keep the store alive, so a store
+    /// with warm mailboxes is meant to live as long as the process.
+    pub warm_mailboxes: usize,
 }
 
 impl Default for MaildirStoreOptions {
     fn default() -> Self {
-        Self { message_bytes_max: MESSAGE_BYTES_DEFAULT_MAX, quota_bytes: None, messages_max: MESSAGES_PER_MAILBOX_MAX, folders_max: FOLDERS_PER_USER_MAX, fsync: true }
+        Self {
+            message_bytes_max: MESSAGE_BYTES_DEFAULT_MAX,
+            quota_bytes: None,
+            messages_max: MESSAGES_PER_MAILBOX_MAX,
+            folders_max: FOLDERS_PER_USER_MAX,
+            fsync: true,
+            warm_mailboxes: 0,
+        }
     }
 }

@@ -14,6 +14,13 @@ use varan_core::EmailAddress;
 
 /// Prune dead registry entries every this many inserts.
 const REGISTRY_PRUNE_EVERY: usize = 64;
+/// Mailboxes kept open after their last session closed them, most recently
+/// used last. A client that logs in, selects and logs out again (webmail,
+/// mobile clients, POP3 pollers) then finds its mailbox loaded: no index
+/// read, no directory scan, no `varan-index.open` fsync, and no index
+/// write + fsync at every close. Costs the in-memory index of each
+/// (about 100 bytes per message).
+pub const WARM_MAILBOXES_MAX: usize = 256;
 
 pub(crate) struct Shared {
     pub layout: MaildirLayout,
@@ -21,6 +28,8 @@ pub(crate) struct Shared {
     /// Mailbox directory → its handle while anyone holds it.
     pub registry: Mutex<HashMap<PathBuf, Weak<MaildirMailbox>>>,
     inserts: Mutex<usize>,
+    /// Strong references to recently used mailboxes (see [`WARM_MAILBOXES_MAX`]).
+    warm: Mutex<std::collections::VecDeque<Arc<MaildirMailbox>>>,
     /// Serialises folder operations (create, delete, rename, subscribe).
     pub folder_ops: Mutex<()>,
 }
@@ -32,6 +41,46 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Marks `mailbox` most recently used; the least recently used one
+    /// beyond the limit is let go (its index is written when the last
+    /// session holding it closes it, or here).
+    fn keep_warm(&self, mailbox: &Arc<MaildirMailbox>) {
+        let evicted = {
+            let mut warm = lock(&self.warm);
+            if let Some(i) = warm.iter().rposition(|m| Arc::ptr_eq(m, mailbox)) {
+                if i + 1 == warm.len() {
+                    return;
+                }
+                warm.remove(i);
+            }
+            warm.push_back(Arc::clone(mailbox));
+            if warm.len() > self.options.warm_mailboxes.min(WARM_MAILBOXES_MAX) {
+                warm.pop_front()
+            } else {
+                None
+            }
+        };
+        // Dropped outside the lock: a last reference writes the index.
+        drop(evicted);
+    }
+
+    /// Lets go of the warm handles of `dir` and the folders below it
+    /// (Maildir++ children are `<dir>.<child>`), before it is deleted or
+    /// renamed, so a mailbox created later at that path starts fresh.
+    pub fn forget_warm(&self, dir: &Path) {
+        let prefix = dir.as_os_str().to_string_lossy().into_owned();
+        let gone: Vec<Arc<MaildirMailbox>> = {
+            let mut warm = lock(&self.warm);
+            let (keep, gone): (Vec<_>, Vec<_>) = warm.drain(..).partition(|m| {
+                let d = m.dir().as_os_str().to_string_lossy();
+                !(d == prefix || d.starts_with(&format!("{prefix}.")))
+            });
+            warm.extend(keep);
+            gone
+        };
+        drop(gone);
+    }
+
     /// The live handle of a mailbox directory, if any. Never drop the
     /// returned `Arc` while holding the registry lock (its `Drop` takes it).
     pub fn lookup(&self, dir: &Path) -> Option<Arc<MaildirMailbox>> {
@@ -58,6 +107,7 @@ impl Shared {
             }
         };
         drop(reg);
+        self.keep_warm(&mailbox);
         // A handle another thread is still loading: this waits for its
         // writer lock, so nobody sees an unloaded mailbox.
         match mailbox.sync() {
@@ -81,7 +131,16 @@ pub struct MaildirStore {
 
 impl MaildirStore {
     pub fn new(layout: MaildirLayout, options: MaildirStoreOptions) -> MaildirStore {
-        MaildirStore { shared: Arc::new(Shared { layout, options, registry: Mutex::new(HashMap::new()), inserts: Mutex::new(0), folder_ops: Mutex::new(()) }) }
+        MaildirStore {
+            shared: Arc::new(Shared {
+                layout,
+                options,
+                registry: Mutex::new(HashMap::new()),
+                inserts: Mutex::new(0),
+                warm: Mutex::new(Default::default()),
+                folder_ops: Mutex::new(()),
+            }),
+        }
     }
 
     pub fn layout(&self) -> &MaildirLayout {

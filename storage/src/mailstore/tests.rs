@@ -115,6 +115,38 @@ mod maildir_specific {
     }
 
     #[test]
+    fn warm_mailboxes_stay_loaded_and_deleting_lets_go() {
+        let t = TempDir::new();
+        let store = MaildirStore::new(layout(t.path()), MaildirStoreOptions { fsync: false, warm_mailboxes: 2, ..Default::default() });
+        let user = store.user(&EmailAddress::parse("w@example.org").unwrap()).unwrap();
+        user.create("A", None).unwrap();
+        let first = user.open("A").unwrap();
+        first.append(b"Subject: x\r\n\r\nbody\r\n", &[], None).unwrap();
+        let addr = Arc::as_ptr(&first) as *const u8;
+        drop(first);
+        assert_eq!(store.open_mailboxes(), 1, "kept warm after the last session let go");
+        let again = user.open("A").unwrap();
+        assert_eq!(Arc::as_ptr(&again) as *const u8, addr, "the same loaded handle");
+        drop(again);
+        // Two more mailboxes push A out (limit 2): its index is written.
+        for name in ["INBOX", "Sent"] {
+            drop(user.open(name).unwrap());
+        }
+        assert_eq!(store.open_mailboxes(), 2);
+        assert!(t.path().join("example.org/w/.A/varan-index").is_file());
+        // Deleting a warm mailbox lets go of it; a new one at the path starts fresh.
+        let sent = user.open("Sent").unwrap();
+        let uv = sent.status().unwrap().uidvalidity;
+        drop(sent);
+        user.delete("Sent").unwrap();
+        assert_eq!(store.open_mailboxes(), 1);
+        user.create("Sent", None).unwrap();
+        let fresh = user.open("Sent").unwrap();
+        assert_eq!(fresh.status().unwrap().messages, 0);
+        assert!(fresh.status().unwrap().uidvalidity >= uv);
+    }
+
+    #[test]
     fn dovecot_maildir_opens_in_place_and_stays_readable() {
         let t = TempDir::new();
         let user_dir = dovecot_fixture(t.path());

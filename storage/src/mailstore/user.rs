@@ -230,6 +230,7 @@ impl UserStore for MaildirUser {
         if !dir.is_dir() {
             return Err(StoreError::NoMailbox);
         }
+        self.shared.forget_warm(&dir);
         let selectable = dir.join("cur").is_dir();
         let children = self.has_children(&dir_name)?;
         if !selectable && children {
@@ -273,6 +274,12 @@ impl UserStore for MaildirUser {
             return Err(StoreError::Cannot("a mailbox cannot be moved into itself".into()));
         }
         self.count_check()?;
+        let src_dir = match src.dir_name() {
+            Some(n) => self.dir.join(n),
+            None => self.dir.clone(),
+        };
+        self.shared.forget_warm(&src_dir);
+        self.shared.forget_warm(&dst_dir);
         for parent in dst.parents() {
             let pdir = self.mailbox_dir(&parent);
             if !pdir.exists() {
