@@ -91,6 +91,9 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
         }
     }
     stop(&mut controls, handles);
+    // Sessions are gone: write the indexes of the mailboxes kept loaded,
+    // so the next start trusts them (no crash recovery, no full resyncs).
+    mailstore.release_warm();
     tracing::info!("stopped");
     Ok(())
 }

@@ -162,6 +162,13 @@ impl MaildirStore {
         }
     }
 
+    /// Lets go of every mailbox kept loaded (at shutdown): each one no
+    /// session holds writes its index and removes `varan-index.open`.
+    pub fn release_warm(&self) {
+        let all: Vec<Arc<MaildirMailbox>> = lock(&self.shared.warm).drain(..).collect();
+        drop(all);
+    }
+
     /// Number of mailboxes with a live handle (for tests and metrics).
     pub fn open_mailboxes(&self) -> usize {
         lock(&self.shared.registry).values().filter(|w| w.strong_count() > 0).count()

@@ -144,6 +144,12 @@ mod maildir_specific {
         let fresh = user.open("Sent").unwrap();
         assert_eq!(fresh.status().unwrap().messages, 0);
         assert!(fresh.status().unwrap().uidvalidity >= uv);
+        drop(fresh);
+        store.release_warm();
+        assert_eq!(store.open_mailboxes(), 0);
+        for dir in ["example.org/w", "example.org/w/.Sent", "example.org/w/.A"] {
+            assert!(!t.path().join(dir).join("varan-index.open").exists(), "{dir}: open marker left after release");
+        }
     }
 
     #[test]
