@@ -106,7 +106,12 @@ pub struct Credentials {
 pub enum LoginOutcome {
     /// `quota_limit`: bytes (None: unlimited); `trash_extra`: room the Trash
     /// folder gets beyond it (seed §6.2.5.1.10).
-    Ok { user: Arc<dyn UserStore>, username: String, quota_limit: Option<u64>, trash_extra: u64 },
+    Ok {
+        user: Arc<dyn UserStore>,
+        username: String,
+        quota_limit: Option<u64>,
+        trash_extra: u64,
+    },
     Failed,
     TempFailure,
     TooManySessions,
