@@ -14,5 +14,6 @@ pub mod config;
 pub mod datetime;
 pub mod directory;
 pub mod mailstore;
+pub mod queue;
 
 pub use address::{AddressError, EmailAddress};
