@@ -9,6 +9,7 @@
 //! hot path.
 #![forbid(unsafe_code)]
 
+pub mod dkim;
 pub mod firstrun;
 pub mod quickstart;
 pub mod users;

@@ -92,6 +92,7 @@ pub fn quickstart(opts: &QuickstartOptions) -> Result<QuickstartReport, AdminErr
     config.pop3.connections_max = QUICKSTART_CONNECTIONS_MAX;
     config.pop3.connections_per_ip_max = QUICKSTART_CONNECTIONS_MAX;
     config.storage.maildir_root = dir.join("mail");
+    config.dkim.directory = dir.join("dkim");
     config.admin.listen = vec![at(ADMIN_PORT)?];
     config.admin.password = generate_password(16);
     config.domains = vec![DomainConfig { name: domain.clone(), ..DomainConfig::default() }];

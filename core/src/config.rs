@@ -39,6 +39,7 @@ pub struct Config {
     pub pop3: Pop3Config,
     pub storage: StorageConfig,
     pub admin: AdminConfig,
+    pub dkim: DkimConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -330,6 +331,27 @@ impl Default for AdminConfig {
     }
 }
 
+/// DKIM signing of outgoing mail (RFC 6376; seed §6.2.1.18–19).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Key directory: `<directory>/<domain>/<selector>.key` (PKCS#8 PEM),
+    /// made by `varan dkim generate`.
+    pub directory: PathBuf,
+    /// Selector signed with; the key is published at
+    /// `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// Sign mail relayed for authenticated senders when its From domain
+    /// (or else the envelope sender's domain) has a key.
+    pub sign: bool,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        Self { directory: PathBuf::from("/var/lib/varan/dkim"), selector: "mail".into(), sign: true }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DomainConfig {
@@ -459,6 +481,10 @@ impl Config {
         }
         if i.idle_timeout < Duration::from_secs(30 * 60) {
             return Err(invalid("imap.idle_timeout", "must be at least 30m (RFC 9051 §5.4)"));
+        }
+        let sel = &self.dkim.selector;
+        if sel.is_empty() || sel.len() > 63 || !sel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return Err(invalid("dkim.selector", "must be a DNS label (letters, digits, '-', '_', '.')"));
         }
         if self.pop3.idle_timeout < Duration::from_secs(10 * 60) {
             return Err(invalid("pop3.idle_timeout", "must be at least 10m (RFC 1939 §3)"));

@@ -22,6 +22,8 @@ pub struct Live {
     pub layout: MaildirLayout,
     /// User database files and their modification times at load.
     pub watched: Vec<(PathBuf, Option<SystemTime>)>,
+    /// DKIM keys of the served domains (empty when `dkim.sign` is off).
+    pub dkim: varan_storage::dkim::DkimSigners,
 }
 
 fn mtime(path: &std::path::Path) -> Option<SystemTime> {
@@ -44,7 +46,16 @@ impl Live {
         }
         let tls = crate::tls::load(&config.tls.certificate, &config.tls.private_key)?;
         let layout = MaildirLayout::from_config(&config.storage);
-        Ok(Live { config, directories, tls, layout, watched })
+        let dkim = if config.dkim.sign {
+            let (signers, warnings) = varan_storage::dkim::DkimSigners::load(&config.dkim.directory, &config.dkim.selector, config.domains.iter().map(|d| d.name.as_str()));
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            signers
+        } else {
+            varan_storage::dkim::DkimSigners::default()
+        };
+        Ok(Live { config, directories, tls, layout, watched, dkim })
     }
 
     /// True when a watched user database changed since it was loaded.

@@ -36,8 +36,34 @@ enum Command {
     /// Manage users of the JSON user databases.
     #[command(subcommand)]
     User(UserCommand),
+    /// DKIM keys for signing outgoing mail.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
     /// Print the effective configuration with secrets masked.
     Dump,
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Create a signing key for a served domain and print its DNS record.
+    Generate {
+        domain: String,
+        /// Selector (default: dkim.selector from the configuration).
+        #[arg(long)]
+        selector: Option<String>,
+        /// Key type: rsa (2048 bits), rsa4096 or ed25519.
+        #[arg(long = "type", default_value = "rsa")]
+        key_type: varan_storage::dkim::Algorithm,
+        /// Replace an existing key (its old DNS record stops verifying).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the DNS record of an existing key.
+    Show {
+        domain: String,
+        #[arg(long)]
+        selector: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +140,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 }),
             };
             r.map_err(|e| e.to_string())
+        }
+        Some(Command::Dkim(cmd)) => {
+            let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
+            let (key, selector) = match cmd {
+                DkimCommand::Generate { domain, selector, key_type, force } => (varan_admin::dkim::generate(&config, domain, selector.as_deref(), *key_type, *force), selector),
+                DkimCommand::Show { domain, selector } => (varan_admin::dkim::show(&config, domain, selector.as_deref()), selector),
+            };
+            let key = key.map_err(|e| e.to_string())?;
+            print!("{}", varan_admin::dkim::describe(&key, &config, selector.as_deref()));
+            Ok(())
         }
         Some(Command::Dump) => {
             let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;

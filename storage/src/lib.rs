@@ -26,6 +26,7 @@
 
 mod codec;
 pub mod directory_json;
+pub mod dkim;
 pub mod journal;
 pub mod maildir;
 pub mod mailstore;
