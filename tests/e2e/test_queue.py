@@ -100,18 +100,20 @@ def test_submission_to_remote_is_queued_listed_and_deleted(srv):
     gone = queue(srv, "delete", qid, check=False)
     assert gone.returncode != 0 and "not found" in gone.stderr, gone
     # The content went with the envelope.
+    assert (queue_root(srv) / "active").is_dir()
+    assert not (queue_root(srv) / "content" / qid).exists()
+
+
+def queue_root(srv) -> Path:
     data_dir = Path(srv.config["server"]["data_dir"])
-    if not data_dir.is_absolute():
-        data_dir = srv.dir / data_dir
-    assert (data_dir / "queue" / "active").is_dir(), data_dir
-    assert not (data_dir / "queue" / "content" / qid).exists()
+    return (data_dir if data_dir.is_absolute() else srv.dir / data_dir) / "queue"
 
 
 def test_entry_survives_kill9_right_after_250(srv):
     before, _ = listed(srv)
     mark = marker("crash")
     submit(srv, [REMOTE], mark)
-    srv.kill9()                      # before the checkpoint had a chance to run
+    srv.kill9()
     # The kernel may need a moment to tear down the dead process's listeners.
     deadline = time.monotonic() + 10
     while any(port_open(p) for p in srv.listener_ports()) and time.monotonic() < deadline:
@@ -122,3 +124,26 @@ def test_entry_survives_kill9_right_after_250(srv):
     [qid] = new
     queue(srv, "delete", qid)
     assert qid not in listed(srv)[0]
+
+
+def test_journal_replay_queues_the_entry_after_kill9(varan_factory):
+    """With a checkpoint far away, the kill comes before the entry was synced and
+    handed over: only the journal has it, and the restart must queue it."""
+    srv = varan_factory(edit=lambda s: s.set("storage", checkpoint_interval="60s"), name="slowcheckpoint")
+    time.sleep(0.2)
+    _, reply = submit(srv, [REMOTE], marker("replay"))
+    qid = reply.rsplit(" ", 1)[-1]
+    time.sleep(0.5)
+    assert qid not in listed(srv)[0], "listed before its journal segment was retired"
+    assert not (queue_root(srv) / "active" / qid).exists()
+    srv.kill9()
+    deadline = time.monotonic() + 10
+    while any(port_open(p) for p in srv.listener_ports()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    srv.start()
+    entries, out = listed(srv)
+    assert qid in entries, f"{qid} not queued after replay:\n{out}"
+    content = (queue_root(srv) / "content" / qid).read_bytes()
+    assert content.startswith(b"Received: from "), content[:200]
+    assert f"id {qid}".encode() in content.split(b"\n\n")[0], content[:300]
+    queue(srv, "delete", qid)
