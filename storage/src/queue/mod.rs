@@ -315,9 +315,18 @@ impl FileQueue {
 
     /// Replaces `active/<id>` with `bytes` only if it still exists.
     /// Returns the envelope it displaced.
+    ///
+    /// The new file's data is fdatasync'ed before the exchange: ext4 only
+    /// forces out the data of a file renamed over another by plain
+    /// `rename` (`auto_da_alloc`), not by `RENAME_EXCHANGE`, so without it a
+    /// crash could leave an empty envelope in place of a good one, and the
+    /// entry would end up in `damaged/` instead of being retried. One
+    /// fdatasync per delivery attempt is small next to the attempt's network
+    /// round trips. The rename itself is not synced: losing it repeats an
+    /// attempt (docs/design/outbound.md).
     fn replace(&self, id: QueueId, bytes: &[u8]) -> Result<Vec<u8>, QueueError> {
         let target = self.envelope_path(ACTIVE, id);
-        let tmp = self.write_tmp(id, &[bytes], false).map_err(io_err)?;
+        let tmp = self.write_tmp(id, &[bytes], true).map_err(io_err)?;
         let swapped = match crate::sys::rename_exchange(&tmp, &target) {
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 // No RENAME_EXCHANGE here: check, then rename (racy, see
