@@ -126,6 +126,26 @@ def test_entry_survives_kill9_right_after_250(srv):
     assert qid not in listed(srv)[0]
 
 
+def test_full_allowed_ip_relays_without_auth(varan_factory):
+    srv = varan_factory(edit=lambda s: s.set("smtp", full_allowed_ips=["127.0.0.1/32"]), name="fullallowed")
+    before, _ = listed(srv)
+    mark = marker("fullallowed")
+    with smtp(srv.smtp_port) as s:
+        s.ehlo()
+        assert s.mail("app@example.org")[0] == 250
+        code, text = s.rcpt(REMOTE)
+        assert code == 250, (code, text)
+        code, text = s.data(make_message(mark, sender="app@example.org", to=REMOTE))
+        assert code == 250, (code, text)
+    new, out = wait_listed(srv, before)
+    assert len(new) == 1, out
+    [(qid, (state, _, sender))] = new.items()
+    assert (state, sender) == ("new", "app@example.org"), out
+    assert "submitter" not in queue(srv, "show", qid).stdout
+    assert "1 entries deleted" in queue(srv, "delete", "--all").stdout
+    assert "total: 0" in queue(srv, "summary").stdout
+
+
 def test_journal_replay_queues_the_entry_after_kill9(varan_factory):
     """With a checkpoint far away, the kill comes before the entry was synced and
     handed over: only the journal has it, and the restart must queue it."""
