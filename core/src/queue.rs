@@ -258,20 +258,25 @@ pub trait QueueStore: Send + Sync {
     fn due(&self, partition: (usize, usize), now: u64, limit: usize) -> Result<Vec<QueueEntry>, QueueError>;
     /// The earliest `next_attempt` in partition `k` of `n`, to sleep until.
     fn next_due(&self, partition: (usize, usize)) -> Result<Option<u64>, QueueError>;
+    /// `NotFound` when the entry was deleted meanwhile (drop it).
     fn content(&self, id: QueueId) -> Result<ContentReader, QueueError>;
     /// Writes back an entry after an attempt. An entry that is
     /// [`QueueEntry::finished`] is removed with its content. An entry deleted
     /// meanwhile (CLI) stays deleted: `NotFound`.
     fn update(&self, entry: &QueueEntry) -> Result<(), QueueError>;
     /// Adds a message generated here (a DSN to a local sender's remote
-    /// address, say), durably before returning.
+    /// address, say), durably before returning. Its id must be new: take
+    /// a record id from the shard's journal id source and use
+    /// [`QueueId::from_journal`]. Fails if the id exists.
     fn enqueue(&self, entry: &QueueEntry, content: &[u8]) -> Result<(), QueueError>;
 
     // Management (CLI, admin panel).
     fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
     fn totals(&self) -> Result<QueueTotals, QueueError>;
     fn get(&self, id: QueueId) -> Result<QueueEntry, QueueError>;
-    /// Makes an entry due now.
+    /// Makes an entry due now. Never undoes a runner's concurrent
+    /// `update`; if the runner's write lands last, the attempt it reports
+    /// (running at the time of the request) counts as the retry.
     fn retry(&self, id: QueueId) -> Result<(), QueueError>;
     /// Makes every entry due now (flush).
     fn retry_all(&self) -> Result<u64, QueueError>;
