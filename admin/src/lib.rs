@@ -2,15 +2,17 @@
 //!
 //! Administrative operations shared by the `varan` command line and (later)
 //! the HTTP admin panel: first-run configuration, `quickstart`, user
-//! management in the JSON user database, and `dump`.
+//! management in the JSON user database, the outbound queue, and `dump`.
 //!
 //! Boundary: this crate edits configuration and user-database files on
 //! request of an administrator. It never serves mail and never runs on the
-//! hot path.
+//! hot path; queue commands change entries only through the same atomic
+//! renames the server's runners use.
 #![forbid(unsafe_code)]
 
 pub mod dkim;
 pub mod firstrun;
+pub mod queue;
 pub mod quickstart;
 pub mod users;
 

@@ -34,6 +34,7 @@ fn journal(c: &mut Criterion) {
             id: journal.next_id(),
             deliveries: vec![Delivery { path: maildir.join(format!("new/1795000000.M{seq}P1Q0_{seq}.mail.bench.test,S=4096,W=4180")), prefix: PREFIX.to_vec() }],
             content: Content::Inline(content.clone()),
+            outbound: None,
         }
     };
     let mut g = c.benchmark_group("journal/append_4KB");

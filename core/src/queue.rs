@@ -28,6 +28,64 @@ impl fmt::Display for QueueId {
     }
 }
 
+impl QueueId {
+    /// Bits of an id that name the shard whose journal numbered it
+    /// (`server.shards` is at most 1,024, `config::caps::SHARDS_MAX`).
+    pub const SHARD_BITS: u32 = 16;
+
+    /// The id of the entry created from journal record `record` of shard
+    /// `shard`: record ids are unique and increasing per shard journal
+    /// across restarts, so (record, shard) is unique on this node. `None`
+    /// when `record` needs more than 48 bits (300 years at 29,000 records
+    /// per second) or `shard` more than 16.
+    pub fn from_journal(record: u64, shard: usize) -> Option<QueueId> {
+        let shard = u16::try_from(shard).ok()?;
+        if record >> (64 - Self::SHARD_BITS) != 0 {
+            return None;
+        }
+        Some(QueueId(record << Self::SHARD_BITS | u64::from(shard)))
+    }
+
+    /// Parses exactly 16 hex digits, as [`QueueId`] displays (file names).
+    pub fn parse_strict(s: &str) -> Option<QueueId> {
+        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u64::from_str_radix(s, 16).ok().map(QueueId)).flatten()
+    }
+}
+
+/// Bounds on one entry, shared by the journal record that carries an
+/// outbound envelope and the queue's envelope files; a reader refuses
+/// anything larger before allocating for it.
+pub mod limits {
+    /// Recipients of one entry: the hard cap on `smtp.recipients_max`.
+    pub const RECIPIENTS_MAX: usize = 100_000;
+    /// One address (sender, recipient, submitter). RFC 5321 §4.5.3.1.3
+    /// allows 256 octets for a path; SMTPUTF8 addresses and generous
+    /// peers get room, and a reader is still bounded.
+    pub const ADDRESS_BYTES_MAX: usize = 1024;
+    /// Decoded `ORCPT=` (RFC 3461 §4.2: at most 500 characters).
+    pub const ORCPT_BYTES_MAX: usize = 500;
+    /// Decoded `ENVID=` (RFC 3461 §4.4: at most 100 characters).
+    pub const ENVID_BYTES_MAX: usize = 100;
+    /// Remote replies, diagnostics and last errors kept per recipient;
+    /// longer texts are cut (at a character boundary) when written, since
+    /// they come from remote servers.
+    pub const TEXT_BYTES_MAX: usize = 1024;
+    /// RFC 3463 status codes (`5.1.1`, at most `5.999.999`).
+    pub const STATUS_BYTES_MAX: usize = 16;
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+pub fn truncate_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl std::str::FromStr for QueueId {
     type Err = std::num::ParseIntError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -166,7 +224,7 @@ pub struct QueueTotals {
     pub bytes: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum QueueError {
     NotFound(QueueId),
     Io(String),
@@ -200,20 +258,25 @@ pub trait QueueStore: Send + Sync {
     fn due(&self, partition: (usize, usize), now: u64, limit: usize) -> Result<Vec<QueueEntry>, QueueError>;
     /// The earliest `next_attempt` in partition `k` of `n`, to sleep until.
     fn next_due(&self, partition: (usize, usize)) -> Result<Option<u64>, QueueError>;
+    /// `NotFound` when the entry was deleted meanwhile (drop it).
     fn content(&self, id: QueueId) -> Result<ContentReader, QueueError>;
     /// Writes back an entry after an attempt. An entry that is
     /// [`QueueEntry::finished`] is removed with its content. An entry deleted
     /// meanwhile (CLI) stays deleted: `NotFound`.
     fn update(&self, entry: &QueueEntry) -> Result<(), QueueError>;
     /// Adds a message generated here (a DSN to a local sender's remote
-    /// address, say), durably before returning.
+    /// address, say), durably before returning. Its id must be new: take
+    /// a record id from the shard's journal id source and use
+    /// [`QueueId::from_journal`]. Fails if the id exists.
     fn enqueue(&self, entry: &QueueEntry, content: &[u8]) -> Result<(), QueueError>;
 
     // Management (CLI, admin panel).
     fn list(&self) -> Result<Vec<QueueEntry>, QueueError>;
     fn totals(&self) -> Result<QueueTotals, QueueError>;
     fn get(&self, id: QueueId) -> Result<QueueEntry, QueueError>;
-    /// Makes an entry due now.
+    /// Makes an entry due now. Never undoes a runner's concurrent
+    /// `update`; if the runner's write lands last, the attempt it reports
+    /// (running at the time of the request) counts as the retry.
     fn retry(&self, id: QueueId) -> Result<(), QueueError>;
     /// Makes every entry due now (flush).
     fn retry_all(&self) -> Result<u64, QueueError>;
@@ -221,4 +284,28 @@ pub trait QueueStore: Send + Sync {
     fn delete(&self, id: QueueId) -> Result<(), QueueError>;
     /// Deletes every entry that has been tried at least once.
     fn delete_deferred(&self) -> Result<u64, QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_journal_are_unique_per_shard_and_bounded() {
+        assert_eq!(QueueId::from_journal(1, 0), Some(QueueId(0x1_0000)));
+        assert_eq!(QueueId::from_journal(0x12, 3).map(|i| i.to_string()).as_deref(), Some("0000000000120003"));
+        assert_ne!(QueueId::from_journal(5, 1), QueueId::from_journal(5, 2));
+        assert_eq!(QueueId::from_journal(1 << 48, 0), None);
+        assert_eq!(QueueId::from_journal(1, 70_000), None);
+        assert_eq!(QueueId::parse_strict("0000000000120003"), Some(QueueId(0x12_0003)));
+        assert_eq!(QueueId::parse_strict("120003"), None);
+        assert_eq!(QueueId::parse_strict("+000000000120003"), None);
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate_text("abc", 5), "abc");
+        assert_eq!(truncate_text("aé", 2), "a");
+        assert_eq!(truncate_text("aéb", 3), "aé");
+    }
 }

@@ -8,6 +8,12 @@
 //! without fsync. Every `checkpoint_interval` it rotates the journal
 //! segment, waits for the deliveries of the closed segments, calls
 //! syncfs(2) once, and deletes those segments.
+//!
+//! Records with remote recipients also carry an outbound envelope: their
+//! delivery writes the queue entry into `queue/incoming/` (no fsync, like
+//! the Maildir files), and once the checkpoint that synced it has retired
+//! the record's segment, the entry moves to `queue/active/` where runners
+//! see it (docs/design/outbound.md).
 
 use futures_channel::oneshot;
 use futures_lite::FutureExt;
@@ -17,8 +23,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use varan_core::queue::QueueId;
 use varan_storage::journal::{Content, Journal, JournalRecord, SegmentId};
 use varan_storage::maildir::FsSyncer;
+use varan_storage::FileQueue;
 
 /// Records waiting for the committer before senders are pushed back.
 /// Bounds memory: each waiting record holds at most `spool_memory_max`.
@@ -114,13 +122,22 @@ impl InFlight {
 /// Starts the storage task of this shard. Returns the handle sessions use
 /// and the task, which ends when every handle is dropped and its work is
 /// done and checkpointed.
-pub fn start(journal: Journal, maildir_root: &std::path::Path, checkpoint_interval: Duration, shard: usize, notify: Notify) -> std::io::Result<(Storage, glommio::Task<()>)> {
-    let syncer = Arc::new(FsSyncer::open(maildir_root)?);
-    let writers = start_writers(&format!("shard-{shard}"), notify)?;
+pub fn start(
+    journal: Journal,
+    maildir_root: &std::path::Path,
+    queue: Arc<FileQueue>,
+    checkpoint_interval: Duration,
+    shard: usize,
+    notify: Notify,
+) -> std::io::Result<(Storage, glommio::Task<()>)> {
+    // The queue lives under the data directory, which may be another file
+    // system than the Maildirs: the checkpoint syncs both.
+    let syncer = Arc::new(FsSyncer::open_all(&[maildir_root, queue.root()])?);
+    let writers = start_writers(&format!("shard-{shard}"), notify, Arc::clone(&queue))?;
     let (tx, rx) = local_channel::new_bounded(QUEUE_DEPTH);
     let mut journal = journal;
     let next_id = Rc::new(Cell::new(journal.next_id()));
-    let task = glommio::spawn_local(run(journal, rx, syncer, writers, checkpoint_interval));
+    let task = glommio::spawn_local(run(journal, rx, syncer, queue, writers, checkpoint_interval));
     Ok((Storage { tx: Rc::new(tx), next_id }, task))
 }
 
@@ -138,14 +155,15 @@ type DeliveryJob = (Vec<JournalRecord>, oneshot::Sender<Vec<JournalRecord>>);
 pub type Notify = Arc<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// Starts the writer threads of one shard; they end when the sender drops.
-fn start_writers(shard_name: &str, notify: Notify) -> std::io::Result<crossbeam::channel::Sender<DeliveryJob>> {
+fn start_writers(shard_name: &str, notify: Notify, queue: Arc<FileQueue>) -> std::io::Result<crossbeam::channel::Sender<DeliveryJob>> {
     let (tx, rx) = crossbeam::channel::unbounded::<DeliveryJob>();
     for i in 0..DELIVERY_THREADS {
         let rx = rx.clone();
         let notify = Arc::clone(&notify);
+        let queue = Arc::clone(&queue);
         std::thread::Builder::new().name(format!("{shard_name}-mdw{i}")).spawn(move || {
             for (records, done) in rx {
-                let _ = done.send(deliver_all(records, &*notify));
+                let _ = done.send(deliver_all(records, &*notify, &queue));
             }
         })?;
     }
@@ -168,20 +186,46 @@ struct Checkpoints {
     /// not be on disk, so nothing is retired until a restart replays the
     /// journal against the disk (recovery compares bytes).
     poisoned: Cell<bool>,
+    queue: Arc<FileQueue>,
+    /// Queue entries written in each segment generation, waiting for it
+    /// to be retired before runners may see them.
+    incoming: RefCell<BTreeMap<u64, Vec<QueueId>>>,
+    /// Generations up to this one are synced with the segments in
+    /// `retirable`: activate their entries once those are deleted.
+    activatable: Cell<Option<u64>>,
+    /// A sync finished: wakes the commit loop to retire at once, so queued
+    /// mail reaches the runners without waiting for the next tick.
+    synced: event_listener::Event,
 }
 
-async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>, writers: crossbeam::channel::Sender<DeliveryJob>, interval: Duration) {
+async fn run(journal: Journal, rx: LocalReceiver<Pending>, syncer: Arc<FsSyncer>, queue: Arc<FileQueue>, writers: crossbeam::channel::Sender<DeliveryJob>, interval: Duration) {
     let mut journal = Some(journal);
     let inflight = Rc::new(InFlight::default());
-    let checkpoints = Rc::new(Checkpoints { syncer, syncing: Cell::new(false), retirable: Cell::new(None), failed: RefCell::new(Vec::new()), poisoned: Cell::new(false) });
+    let checkpoints = Rc::new(Checkpoints {
+        syncer,
+        syncing: Cell::new(false),
+        retirable: Cell::new(None),
+        failed: RefCell::new(Vec::new()),
+        poisoned: Cell::new(false),
+        queue,
+        incoming: RefCell::new(BTreeMap::new()),
+        activatable: Cell::new(None),
+        synced: event_listener::Event::new(),
+    });
     let mut generation = 0u64;
     let mut dirty = false;
     let mut last_checkpoint = std::time::Instant::now();
     loop {
-        let wake = async { Wake::Record(rx.recv().await) }.or(async {
-            glommio::timer::sleep(interval).await;
-            Wake::Tick
-        });
+        let synced = checkpoints.synced.listen();
+        let wake = async { Wake::Record(rx.recv().await) }
+            .or(async {
+                glommio::timer::sleep(interval).await;
+                Wake::Tick
+            })
+            .or(async {
+                synced.await;
+                Wake::Tick
+            });
         match wake.await {
             Wake::Record(None) => break,
             Wake::Record(Some(first)) => {
@@ -218,6 +262,20 @@ fn retire_synced(journal: &mut Option<Journal>, checkpoints: &Checkpoints) {
     checkpoints.retirable.set(None);
     if let Err(e) = j.retire(upto) {
         tracing::warn!(error = %e, "could not delete retired journal segments");
+        return;
+    }
+    // The journal can no longer replay these entries: runners may take them.
+    let Some(generation) = checkpoints.activatable.take() else { return };
+    let ids: Vec<QueueId> = {
+        let mut incoming = checkpoints.incoming.borrow_mut();
+        let later = incoming.split_off(&(generation + 1));
+        std::mem::replace(&mut *incoming, later).into_values().flatten().collect()
+    };
+    if !ids.is_empty() {
+        // Renames only (no fsync); a lost one is redone at the next start.
+        if let Err(e) = checkpoints.queue.activate(&ids) {
+            tracing::error!(error = %e, "cannot hand queue entries to the runners; they follow at the next start");
+        }
     }
 }
 
@@ -250,8 +308,10 @@ fn start_sync(closed: SegmentId, generation: u64, inflight: &Rc<InFlight>, check
     glommio::spawn_local(async move {
         if sync_segments(generation, &inflight, &checkpoints).await {
             checkpoints.retirable.set(Some(closed));
+            checkpoints.activatable.set(Some(generation));
         }
         checkpoints.syncing.set(false);
+        checkpoints.synced.notify(usize::MAX);
     })
     .detach();
 }
@@ -278,7 +338,12 @@ async fn sync_segments(generation: u64, inflight: &InFlight, checkpoints: &Check
         }
     }
     let retry = std::mem::take(&mut *checkpoints.failed.borrow_mut());
-    let retry = if retry.is_empty() { retry } else { glommio::executor().spawn_blocking(move || retry_failed(retry)).await };
+    let retry = if retry.is_empty() {
+        retry
+    } else {
+        let queue = Arc::clone(&checkpoints.queue);
+        glommio::executor().spawn_blocking(move || retry_failed(retry, &queue)).await
+    };
     let held = !retry.is_empty();
     checkpoints.failed.borrow_mut().extend(retry);
     let syncer = Arc::clone(&checkpoints.syncer);
@@ -307,6 +372,7 @@ async fn finish(journal: &mut Option<Journal>, inflight: &Rc<InFlight>, checkpoi
     if let Some(closed) = rotate(journal).await {
         if sync_segments(generation, inflight, checkpoints).await {
             checkpoints.retirable.set(Some(closed));
+            checkpoints.activatable.set(Some(generation));
             retire_synced(journal, checkpoints);
         }
     }
@@ -339,6 +405,10 @@ async fn commit_batch(
             for w in waiters {
                 let _ = w.send(Ok(()));
             }
+            let queued: Vec<QueueId> = records.iter().filter_map(|r| r.outbound.as_ref().map(|o| o.queue_id)).collect();
+            if !queued.is_empty() {
+                checkpoints.incoming.borrow_mut().entry(generation).or_default().extend(queued);
+            }
             let bytes: u64 = records.iter().map(|r| if let Content::Inline(b) = &r.content { b.len() as u64 } else { 0 }).sum();
             inflight.start(generation, bytes);
             let (done, wait) = oneshot::channel();
@@ -369,12 +439,12 @@ async fn commit_batch(
 /// Writes every delivery of every record (no fsync: the journal holds
 /// them until the next checkpoint). Returns the records with a failed
 /// target; the checkpoint retries them and keeps the journal meanwhile.
-pub fn deliver_all(records: Vec<JournalRecord>, notify: &dyn Fn(&std::path::Path)) -> Vec<JournalRecord> {
+pub fn deliver_all(records: Vec<JournalRecord>, notify: &dyn Fn(&std::path::Path), queue: &FileQueue) -> Vec<JournalRecord> {
     let mut failed = Vec::new();
     // maildirsize is appended once per mailbox per batch, not per message.
     let mut sizes: std::collections::HashMap<std::path::PathBuf, (i64, i64)> = std::collections::HashMap::new();
     for r in records {
-        let mut ok = true;
+        let mut ok = queue_incoming(&r, queue);
         for d in &r.deliveries {
             match varan_storage::maildir::deliver(d, &r.content) {
                 Ok(()) => {
@@ -406,9 +476,22 @@ pub fn deliver_all(records: Vec<JournalRecord>, notify: &dyn Fn(&std::path::Path
     failed
 }
 
+/// Writes the queue entry of a record with remote recipients into
+/// `queue/incoming/` (no fsync; replay writes it again). False on failure.
+fn queue_incoming(record: &JournalRecord, queue: &FileQueue) -> bool {
+    let Some(o) = &record.outbound else { return true };
+    match queue.write_incoming(&o.entry(), &o.prefix, &record.content) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(queue_id = %o.queue_id, error = %e, "queueing for outbound delivery failed; kept in the journal and retried");
+            false
+        }
+    }
+}
+
 /// Retries records that failed before, writing only what is missing.
-fn retry_failed(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
-    records.into_iter().filter(|r| redeliver(std::slice::from_ref(r)).1 > 0).collect()
+fn retry_failed(records: Vec<JournalRecord>, queue: &FileQueue) -> Vec<JournalRecord> {
+    records.into_iter().filter(|r| redeliver(std::slice::from_ref(r), queue).1 > 0).collect()
 }
 
 /// The user's Maildir root (where `maildirsize` lives) of a target
@@ -424,10 +507,70 @@ fn mailbox_root(target: &std::path::Path) -> Option<&std::path::Path> {
     }
 }
 
-/// Recovery of records left in a journal: writes only targets that are
-/// missing or damaged (see `varan_storage::recovery`). Returns
+/// Recovery of records left in a journal: writes only Maildir targets
+/// that are missing or damaged (see `varan_storage::recovery`), and every
+/// queue entry again into `queue/incoming/` (entries there are not yet
+/// visible to anyone, so rewriting is always safe). Returns
 /// (written, failed).
-pub fn redeliver(records: &[JournalRecord]) -> (usize, usize) {
+pub fn redeliver(records: &[JournalRecord], queue: &FileQueue) -> (usize, usize) {
     let report = varan_storage::recovery::redeliver(records, varan_storage::recovery::Mode::Check);
-    (report.delivered + report.repaired, report.failed)
+    let (mut written, mut failed) = (report.delivered + report.repaired, report.failed);
+    for r in records.iter().filter(|r| r.outbound.is_some()) {
+        if queue_incoming(r, queue) {
+            written += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    (written, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use varan_core::queue::{BodyInfo, Notify, QueueStore, Ret};
+    use varan_storage::journal::{Delivery, Outbound, OutboundRecipient};
+
+    fn record(root: &std::path::Path, id: u64) -> JournalRecord {
+        JournalRecord {
+            id,
+            deliveries: vec![Delivery { path: root.join(format!("mail/u/new/{id}")), prefix: b"Delivered-To: u@local.test\n".to_vec() }],
+            content: Content::Inline(b"Subject: s\n\nbody\n".to_vec()),
+            outbound: Some(Box::new(Outbound {
+                queue_id: QueueId::from_journal(id, 1).unwrap_or(QueueId(0)),
+                sender: "a@local.test".into(),
+                recipients: vec![OutboundRecipient { address: "r@remote.example".into(), orcpt: None, notify: Notify::default() }],
+                envid: None,
+                ret: Ret::Headers,
+                body: BodyInfo { eight_bit: false, smtputf8: false, size: 30 },
+                submitter: Some("a@local.test".into()),
+                queued_at: 1_796_310_000,
+                prefix: b"Received: x\n".to_vec(),
+            })),
+        }
+    }
+
+    #[test]
+    fn delivery_and_replay_queue_remote_copies_but_hide_them_until_activated() {
+        let root = std::env::temp_dir().join(format!("varan-delivery-test-{}", std::process::id()));
+        let queue = FileQueue::open(&root.join("queue")).unwrap();
+        let rec = record(&root, 7);
+        let id = rec.outbound.as_ref().map(|o| o.queue_id).unwrap();
+        assert!(deliver_all(vec![rec.clone()], &|_| {}, &queue).is_empty());
+        assert_eq!(std::fs::read(root.join("mail/u/new/7")).unwrap(), b"Delivered-To: u@local.test\nSubject: s\n\nbody\n");
+        assert!(queue.list().unwrap().is_empty(), "visible before its segment was retired");
+        // A crash before the checkpoint: replay rewrites the same entry.
+        assert_eq!(redeliver(std::slice::from_ref(&rec), &queue), (1, 0));
+        assert_eq!(queue.activate(&[id]).unwrap(), 1);
+        let listed = queue.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0], rec.outbound.as_ref().unwrap().entry());
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut queue.content(id).unwrap(), &mut content).unwrap();
+        assert_eq!(content, "Received: x\nSubject: s\n\nbody\n");
+        // Replay after activation (cannot happen once retired) adds nothing.
+        assert_eq!(redeliver(&[rec], &queue).1, 0);
+        assert_eq!(queue.list().unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -17,7 +17,10 @@ pub struct TraceInfo<'a> {
     pub esmtp: bool,
     pub queue_id: &'a str,
     pub sender: Option<&'a EmailAddress>,
-    pub recipient: &'a EmailAddress,
+    /// The mailbox of a local copy (Delivered-To and `for`); for the
+    /// queue's copy, the one relayed recipient if there is only one
+    /// (RFC 5321 §4.4: `for` names a single recipient, never a list).
+    pub recipient: Option<&'a EmailAddress>,
     pub now: SystemTime,
 }
 
@@ -37,7 +40,20 @@ fn address_literal(ip: IpAddr) -> String {
     }
 }
 
+/// Return-Path, Delivered-To and Received, for a local copy.
 pub fn trace(t: &TraceInfo<'_>) -> Vec<u8> {
+    let sender = t.sender.map(|s| s.to_string()).unwrap_or_default();
+    let mut out = format!("Return-Path: <{sender}>\n").into_bytes();
+    if let Some(r) = t.recipient {
+        out.extend_from_slice(format!("Delivered-To: {r}\n").as_bytes());
+    }
+    out.extend_from_slice(&received(t));
+    out
+}
+
+/// The Received field alone (the queue's copy of a relayed message: the
+/// final hop adds Return-Path, RFC 5321 §4.4).
+pub fn received(t: &TraceInfo<'_>) -> Vec<u8> {
     let protocol = match (t.esmtp, t.tls.is_some(), t.authenticated) {
         (false, false, _) => "SMTP",
         (false, true, _) => "SMTPS",
@@ -48,16 +64,19 @@ pub fn trace(t: &TraceInfo<'_>) -> Vec<u8> {
     };
     let secs = t.now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let helo = t.helo.map(|h| clean(h, 255)).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into());
-    let sender = t.sender.map(|s| s.to_string()).unwrap_or_default();
     let mut out = String::with_capacity(400);
-    out.push_str(&format!("Return-Path: <{sender}>\n"));
-    out.push_str(&format!("Delivered-To: {}\n", t.recipient));
     out.push_str(&format!("Received: from {helo} ({})\n", address_literal(t.remote)));
     if let Some(tls) = t.tls {
         out.push_str(&format!("\t(using {} with cipher {})\n", clean(&tls.protocol, 32), clean(&tls.cipher, 64)));
     }
-    out.push_str(&format!("\tby {} (Varan) with {protocol} id {}\n", t.hostname, t.queue_id));
-    out.push_str(&format!("\tfor <{}>; {}\n", t.recipient, varan_core::datetime::rfc5322(secs)));
+    let date = varan_core::datetime::rfc5322(secs);
+    match t.recipient {
+        Some(r) => {
+            out.push_str(&format!("\tby {} (Varan) with {protocol} id {}\n", t.hostname, t.queue_id));
+            out.push_str(&format!("\tfor <{r}>; {date}\n"));
+        }
+        None => out.push_str(&format!("\tby {} (Varan) with {protocol} id {}; {date}\n", t.hostname, t.queue_id)),
+    }
     out.into_bytes()
 }
 
@@ -79,7 +98,7 @@ mod tests {
             esmtp: true,
             queue_id: "1A00",
             sender: Some(&from),
-            recipient: &rcpt,
+            recipient: Some(&rcpt),
             now: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_446_245),
         }))
         .unwrap();
@@ -87,5 +106,28 @@ mod tests {
         assert!(text.contains("with ESMTPSA id 1A00\n"));
         assert!(text.ends_with("for <u1@bench.test>; Mon, 23 Nov 2026 15:04:05 +0000\n"));
         assert_eq!(text.matches('\n').count(), 6);
+    }
+
+    #[test]
+    fn received_alone_for_the_queue() {
+        let from = EmailAddress::parse("a@b.example").unwrap();
+        let info = |recipient| TraceInfo {
+            hostname: "mx.bench.test",
+            helo: Some("client"),
+            remote: "127.0.0.2".parse().unwrap(),
+            tls: None,
+            authenticated: true,
+            esmtp: true,
+            queue_id: "0000000000010000",
+            sender: Some(&from),
+            recipient,
+            now: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_446_245),
+        };
+        let text = String::from_utf8(received(&info(None))).unwrap();
+        assert_eq!(text, "Received: from client ([127.0.0.2])\n\tby mx.bench.test (Varan) with ESMTPA id 0000000000010000; Mon, 23 Nov 2026 15:04:05 +0000\n");
+        let one = EmailAddress::parse("r@remote.example").unwrap();
+        let text = String::from_utf8(received(&info(Some(&one)))).unwrap();
+        assert!(text.ends_with("\tfor <r@remote.example>; Mon, 23 Nov 2026 15:04:05 +0000\n"), "{text}");
+        assert!(!text.contains("Return-Path") && !text.contains("Delivered-To"));
     }
 }

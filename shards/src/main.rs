@@ -39,6 +39,9 @@ enum Command {
     /// DKIM keys for signing outgoing mail.
     #[command(subcommand)]
     Dkim(DkimCommand),
+    /// Inspect and manage the outbound queue (also while the server runs).
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print the effective configuration with secrets masked.
     Dump,
 }
@@ -63,6 +66,34 @@ enum DkimCommand {
         domain: String,
         #[arg(long)]
         selector: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Totals: new, deferred, bytes.
+    Summary,
+    /// Every entry: id, state, size, sender, queued at, next attempt, recipients and last errors.
+    List,
+    /// One entry in full.
+    Show { id: String },
+    /// Make an entry (or with --all every entry) due now.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete an entry without a bounce (or every deferred one, or all).
+    Delete {
+        #[arg(required_unless_present_any = ["deferred", "all"], conflicts_with_all = ["deferred", "all"])]
+        id: Option<String>,
+        /// Every entry that has been tried at least once.
+        #[arg(long, conflicts_with = "all")]
+        deferred: bool,
+        /// Every entry (clears the queue).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -151,6 +182,10 @@ fn run(cli: Cli) -> Result<(), String> {
             print!("{}", varan_admin::dkim::describe(&key, &config, selector.as_deref()));
             Ok(())
         }
+        Some(Command::Queue(cmd)) => {
+            let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
+            queue_command(&config, cmd).map_err(|e| e.to_string())
+        }
         Some(Command::Dump) => {
             let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
             print!("{}", config.to_toml_masked());
@@ -164,6 +199,22 @@ fn run(cli: Cli) -> Result<(), String> {
             varan_shards::server::run(&path, config)
         }
     }
+}
+
+fn queue_command(config: &varan_core::config::Config, cmd: &QueueCommand) -> Result<(), varan_admin::AdminError> {
+    use varan_admin::queue;
+    let q = queue::open(config)?;
+    match cmd {
+        QueueCommand::Summary => print!("{}", queue::summary(&q)?),
+        QueueCommand::List => print!("{}", queue::list(&q)?),
+        QueueCommand::Show { id } => print!("{}", queue::show(&q, queue::parse_id(id)?)?),
+        QueueCommand::Retry { id: Some(id), .. } => queue::retry(&q, queue::parse_id(id)?)?,
+        QueueCommand::Retry { id: None, .. } => println!("{} entries due now", queue::retry_all(&q)?),
+        QueueCommand::Delete { id: Some(id), .. } => queue::delete(&q, queue::parse_id(id)?)?,
+        QueueCommand::Delete { deferred: true, .. } => println!("{} deferred entries deleted", queue::delete_deferred(&q)?),
+        QueueCommand::Delete { .. } => println!("{} entries deleted", queue::delete_all(&q)?),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -19,20 +19,26 @@ pub async fn quota(ctx: &crate::shard::ShardCtx, live: &std::sync::Arc<Live>, ad
     Ok(())
 }
 
-/// Resolves a recipient to local mailboxes, or the reply refusing it.
-pub fn recipient(live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Vec<Account>, Reply> {
+/// Where an accepted recipient's copy goes.
+#[derive(Debug)]
+pub enum Route {
+    /// These local mailboxes.
+    Local(Vec<Account>),
+    /// The outbound queue: a domain we do not serve, relayed for an
+    /// authenticated client or a `smtp.full_allowed_ips` address.
+    Relay,
+}
+
+/// Resolves a recipient to local mailboxes or the outbound queue, or the
+/// reply refusing it. Relaying is for authenticated sessions and
+/// `smtp.full_allowed_ips` only; anyone else gets 554 5.7.1 (no open relay).
+pub fn recipient(live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Route, Reply> {
     if !live.directories.serves(address.domain()) {
         let may_relay = authenticated || live.config.smtp.full_allowed_ips.iter().any(|n| n.contains(ip));
-        return Err(if may_relay {
-            // Outbound delivery (the queue) is not part of this build yet;
-            // refuse rather than accept mail we cannot deliver.
-            Reply::new(550, (5, 7, 1), format!("<{address}>: Relaying to other domains is not enabled on this server"))
-        } else {
-            Reply::new(554, (5, 7, 1), format!("<{address}>: Relay access denied"))
-        });
+        return if may_relay { Ok(Route::Relay) } else { Err(Reply::new(554, (5, 7, 1), format!("<{address}>: Relay access denied"))) };
     }
     match live.directories.lookup(address) {
-        Ok(Some(Resolution::Local(accounts))) => Ok(accounts),
+        Ok(Some(Resolution::Local(accounts))) => Ok(Route::Local(accounts)),
         Ok(Some(Resolution::Forward(_) | Resolution::Mixed { .. })) => {
             Err(Reply::new(550, (5, 3, 0), format!("<{address}>: Forwarding to external addresses is not enabled on this server")))
         }

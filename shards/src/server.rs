@@ -29,7 +29,12 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
     for dir in [config.server.data_dir.join("journal"), config.storage.maildir_root.clone()] {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    recover(&config)?;
+    let queue_root = varan_storage::queue_dir(&config.server.data_dir);
+    let queue = Arc::new(varan_storage::FileQueue::open(&queue_root).map_err(|e| format!("{}: {e}", queue_root.display()))?);
+    recover(&config, &queue)?;
+    // Every journal is retired now: what the previous run queued is
+    // durable, and the runners may have it.
+    queue.activate_all().map_err(|e| format!("{}: {e}", queue_root.display()))?;
     let mut live = Arc::new(Live::build(config)?);
     if live.tls.is_none() {
         let t = &live.config.tls;
@@ -54,12 +59,12 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
         controls.push(tx);
         let placement = if shards <= cpus.len() { Placement::Fixed(cpus[shard]) } else { Placement::Unbound };
         let (live, counters, ready) = (Arc::clone(&live), Arc::clone(&counters), ready_tx.clone());
-        let (mailstore, imap_cache) = (Arc::clone(&mailstore), Arc::clone(&imap_cache));
+        let (mailstore, imap_cache, queue) = (Arc::clone(&mailstore), Arc::clone(&imap_cache), Arc::clone(&queue));
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(live.config.server.io_memory as usize)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS))
-            .spawn(move || crate::shard::main(shard, live, crate::shard::Shared { counters, mailstore, imap_cache }, rx, ready))
+            .spawn(move || crate::shard::main(shard, live, crate::shard::Shared { counters, mailstore, imap_cache, queue }, rx, ready))
             .map_err(|e| format!("cannot start shard {shard}: {e}"))?;
         handles.push(handle);
     }
@@ -142,7 +147,7 @@ fn reload(config_path: &Path, live: &mut Arc<Live>, controls: &mut [futures_chan
 
 /// Delivers what every shard journal (also of shards that no longer
 /// exist after a change of `shards`) still holds, then trims them.
-fn recover(config: &Config) -> Result<(), String> {
+fn recover(config: &Config, queue: &varan_storage::FileQueue) -> Result<(), String> {
     let root = config.server.data_dir.join("journal");
     let entries = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
@@ -152,11 +157,11 @@ fn recover(config: &Config) -> Result<(), String> {
         if records.is_empty() {
             continue;
         }
-        let (redelivered, failed) = crate::delivery::redeliver(&records);
+        let (redelivered, failed) = crate::delivery::redeliver(&records, queue);
         if failed > 0 {
             return Err(format!("{}: {failed} journaled deliveries could not be written; fix the cause (disk full? permissions?) and start again", dir.display()));
         }
-        varan_storage::maildir::sync_filesystem(&config.storage.maildir_root).map_err(|e| format!("syncfs: {e}"))?;
+        varan_storage::FsSyncer::open_all(&[&config.storage.maildir_root, queue.root()]).and_then(|s| s.sync()).map_err(|e| format!("syncfs: {e}"))?;
         let closed = journal.rotate().map_err(|e| format!("{}: {e}", dir.display()))?;
         journal.retire(closed).map_err(|e| format!("{}: {e}", dir.display()))?;
         tracing::info!(journal = %dir.display(), records = records.len(), redelivered, "journal recovered");

@@ -65,6 +65,8 @@ pub struct ShardCtx {
     pub mailstore: Arc<varan_storage::mailstore::MaildirStore>,
     /// Parsed message structure shared by every IMAP session.
     pub imap_cache: Arc<varan_protocols::imap::session::SummaryCache>,
+    /// The outbound queue (`<data_dir>/queue`, `varan_storage::queue`).
+    pub queue: Arc<varan_storage::FileQueue>,
     pub quota_cache: RefCell<HashMap<String, (u64, Instant)>>,
     /// Accounts whose mailbox tree is known to exist (created on first
     /// delivery); cleared when it reaches the quota cache's size bound.
@@ -176,6 +178,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     pub mailstore: Arc<varan_storage::mailstore::MaildirStore>,
     pub imap_cache: Arc<varan_protocols::imap::session::SummaryCache>,
+    /// The outbound queue (`<data_dir>/queue`), shared by every shard.
+    pub queue: Arc<varan_storage::FileQueue>,
 }
 
 /// The body of one shard's executor. Reports bind results on `ready`.
@@ -186,7 +190,7 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
     let journal = match Journal::open_with_options(&dir, &dir.join("spool"), options) {
         Ok((j, leftover)) => {
             if !leftover.is_empty() {
-                let (rewritten, failed) = delivery::redeliver(&leftover);
+                let (rewritten, failed) = delivery::redeliver(&leftover, &shared.queue);
                 tracing::warn!(records = leftover.len(), rewritten, failed, "shard journal had undelivered records");
             }
             j
@@ -197,10 +201,10 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
         }
     };
     let spool_dir = journal.spool_dir().to_path_buf();
-    let Shared { counters, mailstore, imap_cache } = shared;
+    let Shared { counters, mailstore, imap_cache, queue } = shared;
     let store = Arc::clone(&mailstore);
     let notify: delivery::Notify = Arc::new(move |dir: &std::path::Path| store.notify_delivered(dir));
-    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, live.config.storage.checkpoint_interval, shard, notify) {
+    let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, Arc::clone(&queue), live.config.storage.checkpoint_interval, shard, notify) {
         Ok(started) => started,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {shard}: {}: {e}", live.config.storage.maildir_root.display())));
@@ -216,6 +220,7 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
         shutdown: Rc::new(Shutdown::default()),
         mailstore,
         imap_cache,
+        queue,
         quota_cache: RefCell::new(HashMap::new()),
         ensured: RefCell::new(std::collections::HashSet::new()),
         connection_seq: Cell::new(0),

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use varan_core::directory::Account;
+use varan_core::queue::{BodyInfo, Notify, QueueId, Ret};
 use varan_protocols::smtp::{Action, AuthVerdict, BodySink, ListenerKind, PeerInfo, Reply, Session, SessionConfig, SinkError, StoreOutcome, TlsInfo};
-use varan_storage::journal::{Content, Delivery, JournalRecord};
+use varan_protocols::smtp::{BodyType, DsnNotify, DsnRet};
+use varan_storage::journal::{Content, Delivery, JournalRecord, Outbound, OutboundRecipient};
 use varan_storage::spool::Spool;
 
 /// Bytes read from the socket at a time.
@@ -60,10 +62,12 @@ impl BodySink for SpoolSink {
     }
 }
 
-/// Recipients accepted in the current transaction, with their mailboxes.
+/// Recipients accepted in the current transaction, with their mailboxes;
+/// recipients in `relay` go to the outbound queue.
 #[derive(Default)]
 struct Txn {
     by_recipient: HashMap<String, Vec<Account>>,
+    relay: std::collections::HashSet<String>,
 }
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: ListenerKind) {
@@ -283,14 +287,18 @@ impl Driver {
                     self.txn = Txn::default();
                 }
                 let mut decision = policy::recipient(&self.live, &address, self.session.authenticated().is_some(), self.remote.ip());
-                if let Ok(accounts) = &decision {
+                if let Ok(policy::Route::Local(accounts)) = &decision {
                     if let Err(full) = policy::quota(&self.ctx, &self.live, &address, accounts).await {
                         decision = Err(full);
                     }
                 }
                 match decision {
-                    Ok(accounts) => {
+                    Ok(policy::Route::Local(accounts)) => {
                         self.txn.by_recipient.insert(address.key(), accounts);
+                        self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Accept);
+                    }
+                    Ok(policy::Route::Relay) => {
+                        self.txn.relay.insert(address.key());
                         self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Accept);
                     }
                     Err(reply) => self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Reject(reply)),
@@ -336,8 +344,27 @@ impl Driver {
             return 0;
         }
         let id = self.ctx.storage.next_id();
-        let queue_id = format!("{:X}{:02X}", id, self.ctx.shard);
-        let record = self.record(id, &queue_id, content);
+        // A relayed message is named by its outbound queue id everywhere
+        // (250 reply, Received lines, `varan queue list`); local-only mail
+        // keeps the short form.
+        let queue_id = match QueueId::from_journal(id, self.ctx.shard) {
+            Some(q) if !self.txn.relay.is_empty() => q.to_string(),
+            _ => format!("{:X}{:02X}", id, self.ctx.shard),
+        };
+        let mut record = self.record(id, &queue_id, content);
+        if !self.txn.relay.is_empty() {
+            match self.outbound(id) {
+                Some(o) => {
+                    tracing::info!(queue_id = %o.queue_id, recipients = o.recipients.len(), "queued for outbound delivery");
+                    record.outbound = Some(Box::new(o));
+                }
+                None => {
+                    tracing::error!(record = id, "no queue id for this record");
+                    self.session.message_stored(LOCAL_ERROR);
+                    return 0;
+                }
+            }
+        }
         let size = self.session.message_sizes().0;
         match self.ctx.storage.commit(record).await {
             Ok(()) => {
@@ -396,7 +423,7 @@ impl Driver {
                     esmtp: self.session.is_esmtp(),
                     queue_id,
                     sender: env.mail_from.as_ref(),
-                    recipient: &account.address,
+                    recipient: Some(&account.address),
                     now,
                 });
                 let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -405,6 +432,62 @@ impl Driver {
                 deliveries.push(Delivery { path, prefix });
             }
         }
-        JournalRecord { id, deliveries, content }
+        JournalRecord { id, deliveries, content, outbound: None }
+    }
+
+    /// The outbound envelope of the relayed recipients (RFC 3461 DSN
+    /// parameters decoded from xtext) with our Received line for the
+    /// queue's copy. `None` only when the record id cannot form a queue id.
+    fn outbound(&self, id: u64) -> Option<Outbound> {
+        let queue_id = QueueId::from_journal(id, self.ctx.shard)?;
+        let env = self.session.envelope();
+        let now = std::time::SystemTime::now();
+        let xtext = |t: &str| varan_protocols::smtp::xtext_decode(t).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let mut recipients = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for rcpt in env.recipients.iter().filter(|r| self.txn.relay.contains(&r.address.key())) {
+            if !seen.insert(rcpt.address.key()) {
+                continue;
+            }
+            let notify = match &rcpt.notify {
+                None => Notify::default(),
+                Some(list) => Notify {
+                    explicit: true,
+                    never: list.contains(&DsnNotify::Never),
+                    success: list.contains(&DsnNotify::Success),
+                    failure: list.contains(&DsnNotify::Failure),
+                    delay: list.contains(&DsnNotify::Delay),
+                },
+            };
+            recipients.push(OutboundRecipient { address: rcpt.address.to_string(), orcpt: rcpt.orcpt.as_deref().and_then(xtext), notify });
+        }
+        let single = match recipients.as_slice() {
+            [one] => varan_core::EmailAddress::parse(&one.address).ok(),
+            _ => None,
+        };
+        let received = headers::received(&headers::TraceInfo {
+            hostname: &self.live.config.server.hostname,
+            helo: self.session.helo(),
+            remote: self.remote.ip(),
+            tls: self.session.tls(),
+            authenticated: self.session.authenticated().is_some(),
+            esmtp: self.session.is_esmtp(),
+            queue_id: &queue_id.to_string(),
+            sender: env.mail_from.as_ref(),
+            recipient: single.as_ref(),
+            now,
+        });
+        let (lf_size, _) = self.session.message_sizes();
+        Some(Outbound {
+            queue_id,
+            sender: env.mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            recipients,
+            envid: env.envid.as_deref().and_then(xtext),
+            ret: if env.ret == Some(DsnRet::Full) { Ret::Full } else { Ret::Headers },
+            body: BodyInfo { eight_bit: env.body == BodyType::EightBitMime || self.session.message_8bit(), smtputf8: env.smtputf8, size: lf_size + received.len() as u64 },
+            submitter: self.session.authenticated().map(str::to_owned),
+            queued_at: now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            prefix: received,
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! The journal's on-disk format, version 1 (see `storage/README.md`).
+//! The journal's on-disk format, record versions 1 and 2 (see
+//! `storage/README.md`).
 //!
 //! A segment file starts with a fixed header, then holds records back to
 //! back. All integers are little-endian.
@@ -7,14 +8,29 @@
 //! segment header (25 bytes)
 //!   magic "VRNS" | version u8 = 1 | segment id u64 | id base u64 | crc32 u32
 //! record frame (13 bytes + payload)
-//!   magic "VRNJ" | version u8 = 1 | payload length u32 | crc32 u32 | payload
-//! payload v1
+//!   magic "VRNJ" | version u8 = 1 or 2 | payload length u32 | crc32 u32 | payload
+//! payload v1 (local deliveries only)
 //!   record id u64 | delivery count u32
 //!   per delivery: path length u16 | path | prefix length u32 | prefix
 //!   content tag u8: 0 = inline, 1 = spooled
 //!   inline:  the rest of the payload is the message
 //!   spooled: path length u16 | path | spool file length u64
+//! payload v2 (with an outbound envelope): as v1, with the outbound
+//! section between the last delivery and the content tag:
+//!   queue id u64 | queued-at u64 | flags u8 (1 = RET=FULL, 2 = 8-bit body,
+//!   4 = SMTPUTF8) | body size u64
+//!   sender str | envid opt | submitter opt | prefix length u32 | prefix
+//!   recipient count u32
+//!   per recipient: address str | orcpt opt | notify u8 (1 = never,
+//!   2 = success, 4 = failure, 8 = delay, 16 = NOTIFY given)
+//!   str = length u16 | UTF-8 bytes; opt = 0 u8 | 1 u8 str
 //! ```
+//!
+//! Records without remote recipients are still written as version 1, so
+//! a build from before the outbound queue reads them (and stops at the
+//! first version 2 record as at a torn tail: downgrading with outbound
+//! mail in the journal loses that mail's remote copies, never local ones
+//! written before it). Every build reads both versions.
 //!
 //! The CRC (CRC-32/ISO-HDLC, `crc32fast`) covers the version and length
 //! bytes as well as the payload, so a bit flip in the length field cannot
@@ -24,14 +40,18 @@
 //! but whose payload does not decode was written by a buggy or foreign
 //! writer: that one record is skipped and reading goes on.
 
-use crate::journal::{Content, Delivery, JournalRecord};
+use crate::journal::{Content, Delivery, JournalRecord, Outbound, OutboundRecipient};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use varan_core::queue::{limits, BodyInfo, Notify, QueueId, Ret};
 
-/// Format version written into segment headers and record frames.
+/// Format version written into segment headers and into the frames of
+/// records without an outbound envelope.
 pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Frame version of records that carry an outbound envelope.
+pub(crate) const FORMAT_VERSION_OUTBOUND: u8 = 2;
 pub(crate) const SEGMENT_MAGIC: [u8; 4] = *b"VRNS";
 pub(crate) const RECORD_MAGIC: [u8; 4] = *b"VRNJ";
 pub(crate) const SEGMENT_HEADER_BYTES: usize = 25;
@@ -157,6 +177,13 @@ pub(crate) fn encode(record: &JournalRecord, spool_len: u64, segment: u64) -> io
         head.extend_from_slice(&(d.prefix.len() as u32).to_le_bytes());
         head.extend_from_slice(&d.prefix);
     }
+    let version = match &record.outbound {
+        Some(o) => {
+            encode_outbound(&mut head, o)?;
+            FORMAT_VERSION_OUTBOUND
+        }
+        None => FORMAT_VERSION,
+    };
     let tail: &[u8] = match &record.content {
         Content::Inline(bytes) => {
             head.push(TAG_INLINE);
@@ -177,15 +204,118 @@ pub(crate) fn encode(record: &JournalRecord, spool_len: u64, segment: u64) -> io
     let len_bytes = (payload_len as u32).to_le_bytes();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&segment.to_le_bytes());
-    crc.update(&[FORMAT_VERSION]);
+    crc.update(&[version]);
     crc.update(&len_bytes);
     crc.update(&head[FRAME_HEADER_BYTES..]);
     crc.update(tail);
     head[..4].copy_from_slice(&RECORD_MAGIC);
-    head[4] = FORMAT_VERSION;
+    head[4] = version;
     head[5..9].copy_from_slice(&len_bytes);
     head[9..13].copy_from_slice(&crc.finalize().to_le_bytes());
     Ok(Encoded { head, tail })
+}
+
+fn push_str(out: &mut Vec<u8>, value: &str, max: usize, what: &str) -> io::Result<()> {
+    if value.len() > max {
+        return Err(invalid(format!("journal record: {what} is {} bytes; at most {max}", value.len())));
+    }
+    // Every max here is at most 1,024: fits in u16.
+    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend_from_slice(value.as_bytes());
+    Ok(())
+}
+
+fn push_opt(out: &mut Vec<u8>, value: Option<&str>, max: usize, what: &str) -> io::Result<()> {
+    match value {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            push_str(out, v, max, what)?;
+        }
+    }
+    Ok(())
+}
+
+const FLAG_RET_FULL: u8 = 1;
+const FLAG_EIGHT_BIT: u8 = 2;
+const FLAG_SMTPUTF8: u8 = 4;
+const NOTIFY_NEVER: u8 = 1;
+const NOTIFY_SUCCESS: u8 = 2;
+const NOTIFY_FAILURE: u8 = 4;
+const NOTIFY_DELAY: u8 = 8;
+const NOTIFY_EXPLICIT: u8 = 16;
+
+/// The OR of the flags whose condition holds.
+fn bits(flags: &[(bool, u8)]) -> u8 {
+    flags.iter().filter(|(on, _)| *on).fold(0, |acc, (_, bit)| acc | bit)
+}
+
+fn encode_outbound(out: &mut Vec<u8>, o: &Outbound) -> io::Result<()> {
+    if o.recipients.len() > limits::RECIPIENTS_MAX {
+        return Err(invalid(format!("journal record has {} remote recipients; at most {}", o.recipients.len(), limits::RECIPIENTS_MAX)));
+    }
+    if o.prefix.len() > PREFIX_BYTES_MAX {
+        return Err(invalid(format!("outbound prefix is {} bytes; at most {PREFIX_BYTES_MAX}", o.prefix.len())));
+    }
+    out.extend_from_slice(&o.queue_id.0.to_le_bytes());
+    out.extend_from_slice(&o.queued_at.to_le_bytes());
+    let flags = bits(&[(o.ret == Ret::Full, FLAG_RET_FULL), (o.body.eight_bit, FLAG_EIGHT_BIT), (o.body.smtputf8, FLAG_SMTPUTF8)]);
+    out.push(flags);
+    out.extend_from_slice(&o.body.size.to_le_bytes());
+    push_str(out, &o.sender, limits::ADDRESS_BYTES_MAX, "sender")?;
+    push_opt(out, o.envid.as_deref(), limits::ENVID_BYTES_MAX, "ENVID")?;
+    push_opt(out, o.submitter.as_deref(), limits::ADDRESS_BYTES_MAX, "submitter")?;
+    out.extend_from_slice(&(o.prefix.len() as u32).to_le_bytes());
+    out.extend_from_slice(&o.prefix);
+    out.extend_from_slice(&(o.recipients.len() as u32).to_le_bytes());
+    for r in &o.recipients {
+        if r.address.is_empty() {
+            return Err(invalid("journal record: empty remote recipient".into()));
+        }
+        push_str(out, &r.address, limits::ADDRESS_BYTES_MAX, "recipient")?;
+        push_opt(out, r.orcpt.as_deref(), limits::ORCPT_BYTES_MAX, "ORCPT")?;
+        let n = &r.notify;
+        out.push(bits(&[(n.never, NOTIFY_NEVER), (n.success, NOTIFY_SUCCESS), (n.failure, NOTIFY_FAILURE), (n.delay, NOTIFY_DELAY), (n.explicit, NOTIFY_EXPLICIT)]));
+    }
+    Ok(())
+}
+
+fn decode_outbound(c: &mut Cursor<'_>) -> Option<Outbound> {
+    let queue_id = QueueId(c.u64()?);
+    let queued_at = c.u64()?;
+    let flags = c.u8()?;
+    let size = c.u64()?;
+    let sender = c.str(limits::ADDRESS_BYTES_MAX)?;
+    let envid = c.opt(limits::ENVID_BYTES_MAX)?;
+    let submitter = c.opt(limits::ADDRESS_BYTES_MAX)?;
+    let plen = c.u32()? as usize;
+    if plen > PREFIX_BYTES_MAX {
+        return None;
+    }
+    let prefix = c.take(plen)?.to_vec();
+    let count = c.u32()? as usize;
+    if count > limits::RECIPIENTS_MAX {
+        return None;
+    }
+    // At least 4 bytes per recipient: a garbage count reserves nothing big.
+    let mut recipients = Vec::with_capacity(count.min(c.rest.len() / 4));
+    for _ in 0..count {
+        let address = c.str(limits::ADDRESS_BYTES_MAX)?;
+        let orcpt = c.opt(limits::ORCPT_BYTES_MAX)?;
+        let bits = c.u8()?;
+        if address.is_empty() || bits >= 32 {
+            return None;
+        }
+        let on = |b: u8| bits & b != 0;
+        let notify = Notify { never: on(NOTIFY_NEVER), success: on(NOTIFY_SUCCESS), failure: on(NOTIFY_FAILURE), delay: on(NOTIFY_DELAY), explicit: on(NOTIFY_EXPLICIT) };
+        recipients.push(OutboundRecipient { address, orcpt, notify });
+    }
+    if flags >= 8 {
+        return None;
+    }
+    let ret = if flags & FLAG_RET_FULL != 0 { Ret::Full } else { Ret::Headers };
+    let body = BodyInfo { eight_bit: flags & FLAG_EIGHT_BIT != 0, smtputf8: flags & FLAG_SMTPUTF8 != 0, size };
+    Some(Outbound { queue_id, sender, recipients, envid, ret, body, submitter, queued_at, prefix })
 }
 
 /// A bounds-checked reader over a payload: every read either succeeds or
@@ -215,6 +345,21 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(le_u64)
     }
+    fn str(&mut self, max: usize) -> Option<String> {
+        let n = usize::from(self.u16()?);
+        if n > max {
+            return None;
+        }
+        std::str::from_utf8(self.take(n)?).ok().map(str::to_owned)
+    }
+    /// `None`: malformed; `Some(None)`: absent.
+    fn opt(&mut self, max: usize) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => self.str(max).map(Some),
+            _ => None,
+        }
+    }
     fn path(&mut self) -> Option<PathBuf> {
         let n = usize::from(self.u16()?);
         let bytes = self.take(n)?;
@@ -226,8 +371,9 @@ impl<'a> Cursor<'a> {
 /// A decoded record and, for spooled content, the spool file's length.
 pub(crate) type Decoded = (JournalRecord, Option<u64>);
 
-/// Decodes a payload whose CRC already matched. `None`: malformed.
-pub(crate) fn decode_payload(payload: &[u8]) -> Option<Decoded> {
+/// Decodes a payload of frame version `version` whose CRC already
+/// matched. `None`: malformed.
+pub(crate) fn decode_payload(payload: &[u8], version: u8) -> Option<Decoded> {
     let mut c = Cursor { rest: payload };
     let id = c.u64()?;
     let count = c.u32()? as usize;
@@ -247,6 +393,11 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<Decoded> {
         let prefix = c.take(plen)?.to_vec();
         deliveries.push(Delivery { path, prefix });
     }
+    let outbound = match version {
+        FORMAT_VERSION => None,
+        FORMAT_VERSION_OUTBOUND => Some(Box::new(decode_outbound(&mut c)?)),
+        _ => return None,
+    };
     let (content, spool_len) = match c.u8()? {
         TAG_INLINE => (Content::Inline(std::mem::take(&mut c.rest).to_vec()), None),
         TAG_SPOOLED => {
@@ -259,7 +410,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<Decoded> {
         }
         _ => return None,
     };
-    Some((JournalRecord { id, deliveries, content }, spool_len))
+    Some((JournalRecord { id, deliveries, content, outbound }, spool_len))
 }
 
 /// Where and why reading a segment stopped before its end.
@@ -323,7 +474,7 @@ pub(crate) fn read_segment(r: &mut impl Read, file_len: u64, segment: u64) -> io
             out.stop = stop("bad record magic");
             return Ok(out);
         }
-        if fh[4] != FORMAT_VERSION {
+        if fh[4] != FORMAT_VERSION && fh[4] != FORMAT_VERSION_OUTBOUND {
             out.stop = stop("unknown record version");
             return Ok(out);
         }
@@ -346,7 +497,7 @@ pub(crate) fn read_segment(r: &mut impl Read, file_len: u64, segment: u64) -> io
             out.stop = stop("record checksum mismatch");
             return Ok(out);
         }
-        match decode_payload(&payload) {
+        match decode_payload(&payload, fh[4]) {
             Some(rec) => out.records.push(rec),
             None => out.skipped += 1,
         }
@@ -367,6 +518,7 @@ mod tests {
                 Delivery { path: "/m/a.test/u2/.Junk/new/x".into(), prefix: Vec::new() },
             ],
             content,
+            outbound: None,
         }
     }
 
@@ -405,7 +557,8 @@ mod tests {
         r.deliveries[0].path = "/m/u/new/x".into();
         r.deliveries[0].prefix = vec![b'a'; PREFIX_BYTES_MAX + 1];
         assert!(encode(&r, 0, 7).is_err());
-        let too_many = JournalRecord { id: 1, deliveries: vec![Delivery { path: "/m/u/new/x".into(), prefix: vec![] }; DELIVERIES_MAX + 1], content: Content::Inline(vec![]) };
+        let too_many =
+            JournalRecord { id: 1, deliveries: vec![Delivery { path: "/m/u/new/x".into(), prefix: vec![] }; DELIVERIES_MAX + 1], content: Content::Inline(vec![]), outbound: None };
         assert!(encode(&too_many, 0, 7).is_err());
     }
 
@@ -466,6 +619,93 @@ mod tests {
         assert_eq!(got.records, vec![(a, None)]);
     }
 
+    fn outbound(n: usize) -> Outbound {
+        Outbound {
+            queue_id: QueueId(0x12_0003),
+            sender: "alice@example.org".into(),
+            recipients: (0..n)
+                .map(|i| OutboundRecipient {
+                    address: format!("r{i}@remote.example"),
+                    orcpt: (i % 2 == 0).then(|| format!("rfc822;r{i}@remote.example")),
+                    notify: Notify { explicit: i % 3 == 0, success: i % 3 == 0, delay: true, ..Notify::default() },
+                })
+                .collect(),
+            envid: Some("QQ314159".into()),
+            ret: Ret::Full,
+            body: BodyInfo { eight_bit: true, smtputf8: false, size: 42 },
+            submitter: Some("alice@example.org".into()),
+            queued_at: 1_796_310_000,
+            prefix: b"Received: from x\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn version_1_records_are_written_and_read_as_before() {
+        // A frame built by hand from the documented v1 layout, as every
+        // build before the outbound queue wrote it.
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&9u64.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.extend_from_slice(&10u16.to_le_bytes());
+        payload.extend_from_slice(b"/m/u/new/x");
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        payload.extend_from_slice(b"P\n");
+        payload.push(TAG_INLINE);
+        payload.extend_from_slice(b"body\n");
+        let len = (payload.len() as u32).to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&7u64.to_le_bytes());
+        crc.update(&[1]);
+        crc.update(&len);
+        crc.update(&payload);
+        let mut frame = b"VRNJ\x01".to_vec();
+        frame.extend_from_slice(&len);
+        frame.extend_from_slice(&crc.finalize().to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let rec = JournalRecord {
+            id: 9,
+            deliveries: vec![Delivery { path: "/m/u/new/x".into(), prefix: b"P\n".to_vec() }],
+            content: Content::Inline(b"body\n".to_vec()),
+            outbound: None,
+        };
+        let e = encode(&rec, 0, 7).unwrap();
+        assert_eq!([e.head.as_slice(), e.tail].concat(), frame, "local-only records must stay version 1");
+        let mut seg = encode_segment_header(SegmentHeader { segment: 7, id_base: 1 }).to_vec();
+        seg.extend_from_slice(&frame);
+        assert_eq!(read(&seg).records, vec![(rec, None)]);
+    }
+
+    #[test]
+    fn outbound_envelope_round_trips_as_version_2() {
+        let mut a = sample(1, Content::Inline(b"x\n".to_vec()));
+        a.outbound = Some(Box::new(outbound(5)));
+        let mut b = sample(2, Content::Spooled("/spool/2.msg".into()));
+        b.deliveries.clear();
+        b.outbound = Some(Box::new(Outbound { envid: None, submitter: None, sender: String::new(), ..outbound(1) }));
+        let c = sample(3, Content::Inline(b"local\n".to_vec()));
+        let seg = segment(&[(a.clone(), 0), (b.clone(), 77), (c.clone(), 0)]);
+        let e = encode(&a, 0, 7).unwrap();
+        assert_eq!(e.head[4], FORMAT_VERSION_OUTBOUND);
+        let got = read(&seg);
+        assert_eq!(got.records, vec![(a, None), (b, Some(77)), (c, None)]);
+        assert_eq!(got.stop, None);
+    }
+
+    #[test]
+    fn outbound_limits_are_enforced_on_write() {
+        let mut r = sample(1, Content::Inline(vec![]));
+        r.outbound = Some(Box::new(Outbound { envid: Some("e".repeat(limits::ENVID_BYTES_MAX + 1)), ..outbound(1) }));
+        assert!(encode(&r, 0, 7).is_err());
+        let mut o = outbound(1);
+        o.recipients[0].orcpt = Some("o".repeat(limits::ORCPT_BYTES_MAX + 1));
+        r.outbound = Some(Box::new(o));
+        assert!(encode(&r, 0, 7).is_err());
+        let mut o = outbound(1);
+        o.recipients[0].address.clear();
+        r.outbound = Some(Box::new(o));
+        assert!(encode(&r, 0, 7).is_err());
+    }
+
     fn arb_record() -> impl Strategy<Value = JournalRecord> {
         let delivery = ("[a-z0-9][a-z0-9.,=_:]{0,40}", proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(name, prefix)| Delivery { path: PathBuf::from(format!("/mail/d/u/new/{name}")), prefix });
@@ -473,7 +713,8 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..512).prop_map(Content::Inline),
             "[a-z0-9]{1,20}".prop_map(|n| Content::Spooled(PathBuf::from(format!("/spool/{n}.msg")))),
         ];
-        (any::<u64>(), proptest::collection::vec(delivery, 0..8), content).prop_map(|(id, deliveries, content)| JournalRecord { id, deliveries, content })
+        let out = prop_oneof![Just(None), (0usize..6).prop_map(|n| Some(Box::new(outbound(n))))];
+        (any::<u64>(), proptest::collection::vec(delivery, 0..8), content, out).prop_map(|(id, deliveries, content, outbound)| JournalRecord { id, deliveries, content, outbound })
     }
 
     proptest! {
@@ -496,7 +737,8 @@ mod tests {
             let mut seg = encode_segment_header(SegmentHeader { segment: 1, id_base: 1 }).to_vec();
             seg.extend_from_slice(&bytes);
             let _ = read(&seg);
-            let _ = decode_payload(&bytes);
+            let _ = decode_payload(&bytes, FORMAT_VERSION);
+            let _ = decode_payload(&bytes, FORMAT_VERSION_OUTBOUND);
         }
 
         #[test]

@@ -45,6 +45,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use varan_core::queue::{BodyInfo, Notify, QueueEntry, QueueId, QueuedRecipient, RecipientState, Ret};
 
 pub use crate::codec::{CONTENT_BYTES_MAX, DELIVERIES_MAX, PATH_BYTES_MAX, PREFIX_BYTES_MAX, RECORD_BYTES_MAX};
 
@@ -83,6 +84,65 @@ pub struct JournalRecord {
     /// One target file per local recipient mailbox.
     pub deliveries: Vec<Delivery>,
     pub content: Content,
+    /// The message's remote recipients, to be queued for outbound
+    /// delivery after the commit (`None`: local mail only, stored in the
+    /// version 1 record format that older builds read).
+    pub outbound: Option<Box<Outbound>>,
+}
+
+/// The outbound envelope of a record (docs/design/outbound.md): what
+/// becomes a [`varan_core::queue::QueueEntry`] in `queue/incoming/` after
+/// the commit, and again on replay. Limits: `varan_core::queue::limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Fixed before the append, so replay rewrites the same entry.
+    pub queue_id: QueueId,
+    /// MAIL FROM; empty for the null reverse path.
+    pub sender: String,
+    pub recipients: Vec<OutboundRecipient>,
+    /// `ENVID=`, decoded from xtext.
+    pub envid: Option<String>,
+    pub ret: Ret,
+    pub body: BodyInfo,
+    /// SASL identity of the submitter.
+    pub submitter: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub queued_at: u64,
+    /// Trace header lines (Received) written before the content in the
+    /// queue's copy of the message. At most [`PREFIX_BYTES_MAX`] bytes.
+    pub prefix: Vec<u8>,
+}
+
+/// One remote recipient with its DSN parameters (RFC 3461 §4.1–4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRecipient {
+    pub address: String,
+    /// `ORCPT=` decoded from xtext, e.g. `rfc822;bob@example.org`.
+    pub orcpt: Option<String>,
+    pub notify: Notify,
+}
+
+impl Outbound {
+    /// The new queue entry: every recipient pending, never tried.
+    pub fn entry(&self) -> QueueEntry {
+        QueueEntry {
+            id: self.queue_id,
+            sender: self.sender.clone(),
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| QueuedRecipient { address: r.address.clone(), orcpt: r.orcpt.clone(), notify: r.notify, state: RecipientState::Pending, last_error: None })
+                .collect(),
+            envid: self.envid.clone(),
+            ret: self.ret,
+            body: self.body,
+            submitter: self.submitter.clone(),
+            queued_at: self.queued_at,
+            next_attempt: 0,
+            attempts: 0,
+            delay_warned: false,
+        }
+    }
 }
 
 /// One target file of a record.

@@ -12,6 +12,7 @@ fn inline(id: u64, maildir: &Path, names: &[&str], body: &str) -> JournalRecord 
         id,
         deliveries: names.iter().map(|n| Delivery { path: maildir.join("new").join(n), prefix: format!("Delivered-To: {n}@a.test\n").into_bytes() }).collect(),
         content: Content::Inline(body.as_bytes().to_vec()),
+        outbound: None,
     }
 }
 
@@ -36,7 +37,7 @@ fn append_then_reopen_returns_records_oldest_first() {
     assert!(old.is_empty());
     let body = spooled(j.spool_dir(), b"spooled body\n");
     let a = inline(j.next_id(), &m, &["a"], "one\n");
-    let b = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/b"), prefix: vec![] }], content: body };
+    let b = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/b"), prefix: vec![] }], content: body, outbound: None };
     let c = inline(j.next_id(), &m, &["c1", "c2"], "three\n");
     j.append(&[a.clone(), b.clone()]).unwrap();
     j.append(std::slice::from_ref(&c)).unwrap();
@@ -131,12 +132,12 @@ fn rotate_and_retire_delete_only_what_they_should() {
     let (mut j, _) = Journal::open(&jdir).unwrap();
     let first_segment = j.current_segment().unwrap();
     let s1 = spooled(j.spool_dir(), b"body one\n");
-    let r1 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/1"), prefix: vec![] }], content: s1.clone() };
+    let r1 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/1"), prefix: vec![] }], content: s1.clone(), outbound: None };
     j.append(&[r1]).unwrap();
     let c1 = j.rotate().unwrap();
     assert_eq!(c1, first_segment);
     let s2 = spooled(j.spool_dir(), b"body two\n");
-    let r2 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/2"), prefix: vec![] }], content: s2.clone() };
+    let r2 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: m.join("new/2"), prefix: vec![] }], content: s2.clone(), outbound: None };
     j.append(std::slice::from_ref(&r2)).unwrap();
     let c2 = j.rotate().unwrap();
     assert!(c2 > c1);
@@ -178,7 +179,7 @@ fn orphan_spool_files_are_removed_at_open_and_lost_ones_reported() {
     let orphan = spooled(j.spool_dir(), b"orphan, its session died before the append\n");
     let keep_other = j.spool_dir().join("README.txt");
     fs::write(&keep_other, b"not ours").unwrap();
-    let rec = |id, c: &Content| JournalRecord { id, deliveries: vec![Delivery { path: m.join("new/x"), prefix: vec![] }], content: c.clone() };
+    let rec = |id, c: &Content| JournalRecord { id, deliveries: vec![Delivery { path: m.join("new/x"), prefix: vec![] }], content: c.clone(), outbound: None };
     let r_live = rec(j.next_id(), &live);
     let r_lost = rec(j.next_id(), &lost);
     j.append(&[r_live.clone(), r_lost]).unwrap();
@@ -212,7 +213,7 @@ fn invalid_record_is_refused_before_anything_is_written() {
     let mut bad = inline(j.next_id(), &m, &["b"], "b\n");
     bad.deliveries[0].path = PathBuf::from("relative/new/b");
     assert_eq!(j.append(&[good.clone(), bad]).unwrap_err().kind(), io::ErrorKind::InvalidInput);
-    let missing = JournalRecord { id: j.next_id(), deliveries: vec![], content: Content::Spooled(t.path().join("nope.msg")) };
+    let missing = JournalRecord { id: j.next_id(), deliveries: vec![], content: Content::Spooled(t.path().join("nope.msg")), outbound: None };
     assert!(j.append(&[missing]).is_err());
     assert_eq!(j.current_segment(), Some(seg), "segment abandoned for a validation error");
     j.append(std::slice::from_ref(&good)).unwrap();
@@ -248,7 +249,7 @@ fn crash_recovery_delivers_the_rest_exactly_once() {
     let r1 = inline(j.next_id(), &root.join("a.test/u1"), &["m1,S=30"], "first\n");
     let mut r2 = inline(j.next_id(), &root.join("a.test/u1"), &["m2,S=30"], "second\n");
     r2.deliveries.push(Delivery { path: u2.join("new/m2,S=30"), prefix: b"Delivered-To: u2@a.test\n".to_vec() });
-    let r3 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: u2.join("new/m3"), prefix: b"X: 1\n".to_vec() }], content: big };
+    let r3 = JournalRecord { id: j.next_id(), deliveries: vec![Delivery { path: u2.join("new/m3"), prefix: b"X: 1\n".to_vec() }], content: big, outbound: None };
     j.append(&[r1.clone(), r2.clone()]).unwrap();
     j.append(std::slice::from_ref(&r3)).unwrap();
     // Delivered before the crash: r1 fully (then read by the user: moved to

@@ -2,7 +2,8 @@
 //!
 //! Everything Varan keeps in files: the per-shard spool journal that makes
 //! an accepted message durable before the SMTP `250` ([`journal`],
-//! [`spool`], [`recovery`]), the Dovecot-compatible Maildir++ mailboxes
+//! [`spool`], [`recovery`]), the outbound queue in files ([`queue`]), the
+//! Dovecot-compatible Maildir++ mailboxes
 //! and their quota files ([`maildir`], [`quota`]), password hashes
 //! ([`password`]) and the JSON-file user database ([`directory_json`],
 //! with [`verify_cache`] in front of it).
@@ -31,6 +32,7 @@ pub mod journal;
 pub mod maildir;
 pub mod mailstore;
 pub mod password;
+pub mod queue;
 pub mod quota;
 pub mod recovery;
 pub mod spool;
@@ -44,6 +46,7 @@ mod testutil;
 pub use directory_json::{JsonDbError, JsonDirectory, LoadError};
 pub use journal::{Content, Delivery, IdSource, Journal, JournalRecord, SegmentId};
 pub use maildir::{deliver, is_delivered, sync_filesystem, FsSyncer, MaildirLayout, SpecialFolders};
+pub use queue::{queue_dir, FileQueue};
 pub use quota::{quota_add, quota_usage, QuotaLimit};
 pub use recovery::{redeliver, RecoveryReport};
 pub use spool::Spool;

@@ -423,22 +423,42 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
 /// A descriptor on the Maildir filesystem kept open from startup, so that
 /// each [`FsSyncer::sync`] reports every writeback error since the
 /// previous one (Linux ≥ 5.8, `errseq` on the superblock). `Send + Sync`.
+///
+/// It may cover several directories (the Maildirs and the outbound queue
+/// under the data directory): one descriptor per distinct file system,
+/// each synced once.
 #[derive(Debug)]
 pub struct FsSyncer {
-    file: File,
+    files: Vec<File>,
 }
 
 impl FsSyncer {
     /// Opens `path` (a directory on the Maildir filesystem, e.g. the root).
     /// Open it before the first delivery.
     pub fn open(path: &Path) -> io::Result<FsSyncer> {
-        Ok(FsSyncer { file: File::open(path)? })
+        Self::open_all(&[path])
     }
 
-    /// Flushes the whole filesystem; an error means some file written since
-    /// the previous call may not be on disk.
+    /// As [`FsSyncer::open`] for every file system holding one of `paths`.
+    pub fn open_all(paths: &[&Path]) -> io::Result<FsSyncer> {
+        use std::os::unix::fs::MetadataExt;
+        let mut files: Vec<File> = Vec::new();
+        let mut devices = Vec::new();
+        for p in paths {
+            let file = File::open(p)?;
+            let dev = file.metadata()?.dev();
+            if !devices.contains(&dev) {
+                devices.push(dev);
+                files.push(file);
+            }
+        }
+        Ok(FsSyncer { files })
+    }
+
+    /// Flushes the whole filesystem(s); an error means some file written
+    /// since the previous call may not be on disk.
     pub fn sync(&self) -> io::Result<()> {
-        sys::syncfs(&self.file)
+        self.files.iter().try_for_each(sys::syncfs)
     }
 }
 

@@ -168,6 +168,7 @@ mod tests {
             id,
             deliveries: names.iter().map(|n| Delivery { path: dir.join("new").join(n), prefix: format!("Delivered-To: {n}\n").into_bytes() }).collect(),
             content: Content::Inline(body.to_vec()),
+            outbound: None,
         }
     }
 
@@ -241,7 +242,8 @@ mod tests {
         let m = t.path().join("u");
         let spool = t.path().join("s.msg");
         fs::write(&spool, vec![b'z'; 200_000]).unwrap();
-        let rec = JournalRecord { id: 1, deliveries: vec![Delivery { path: m.join("new/n"), prefix: b"P: 1\n".to_vec() }], content: Content::Spooled(spool.clone()) };
+        let rec =
+            JournalRecord { id: 1, deliveries: vec![Delivery { path: m.join("new/n"), prefix: b"P: 1\n".to_vec() }], content: Content::Spooled(spool.clone()), outbound: None };
         assert_eq!(redeliver(std::slice::from_ref(&rec), Mode::Check).delivered, 1);
         assert_eq!(redeliver(std::slice::from_ref(&rec), Mode::Check).already_present, 1);
         let mut data = fs::read(m.join("new/n")).unwrap();

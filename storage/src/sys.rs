@@ -1,10 +1,14 @@
-//! The only module allowed to use `unsafe`: two system calls that `std`
+//! The only module allowed to use `unsafe`: three system calls that `std`
 //! does not wrap. Each call takes a file descriptor borrowed from a live
-//! `File` and plain integer flags; no memory crosses the boundary.
+//! `File` (or NUL-terminated paths owned by the caller) and plain integer
+//! flags.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// `syncfs(2)`: writes back every dirty page and inode of the filesystem
 /// that holds `file`, then reports writeback errors recorded on that
@@ -35,4 +39,26 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `renameat2(from, to, RENAME_EXCHANGE)`: atomically swaps two existing
+/// names. Fails with `NotFound` when either is missing, which is what
+/// makes "replace this file only if it still exists" atomic (a queue
+/// entry deleted meanwhile is not brought back). `Unsupported` on file
+/// systems without it (Linux ≥ 3.15 on ext4, xfs, btrfs and tmpfs have it).
+pub(crate) fn rename_exchange(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"));
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both pointers come from CStrings that live until the call
+    // returns and are NUL-terminated; AT_FDCWD is a constant; renameat2
+    // only reads the two strings.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => io::Error::new(io::ErrorKind::Unsupported, e),
+        _ => e,
+    })
 }

@@ -49,7 +49,7 @@ fn accept(layout: &MaildirLayout, journal: &mut Journal, dir: &JsonDirectory, rc
             Delivery { path: layout.delivery_path(&user_dir, None, &name).unwrap(), prefix }
         })
         .collect();
-    JournalRecord { id, deliveries, content }
+    JournalRecord { id, deliveries, content, outbound: None }
 }
 
 fn files_in(dir: &Path) -> usize {

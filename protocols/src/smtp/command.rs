@@ -376,6 +376,41 @@ mod tests {
     }
 
     #[test]
+    fn dsn_limits_and_duplicates() {
+        // RFC 3461 §4.4: ENVID at most 100 characters; §4.2: ORCPT at most 500.
+        let envid = |n: usize| format!("FROM:<a@b> ENVID={}", "e".repeat(n));
+        assert_eq!(parse_mail(envid(ENVID_BYTES_MAX).as_bytes(), true).unwrap().envid.map(|e| e.len()), Some(ENVID_BYTES_MAX));
+        let too_long = parse_mail(envid(ENVID_BYTES_MAX + 1).as_bytes(), true).unwrap_err();
+        assert_eq!((too_long.code, too_long.enhanced), (501, (5, 5, 4)));
+        let orcpt = |n: usize| format!("TO:<a@b> ORCPT=rfc822;{}", "o".repeat(n - 7));
+        assert!(parse_rcpt(orcpt(ORCPT_BYTES_MAX).as_bytes(), true).is_ok());
+        assert_eq!(parse_rcpt(orcpt(ORCPT_BYTES_MAX + 1).as_bytes(), true).unwrap_err().code, 501);
+        for dup in ["FROM:<> RET=FULL RET=HDRS", "FROM:<> ENVID=a ENVID=b", "FROM:<> RET=ALL", "FROM:<> RET"] {
+            let e = parse_mail(dup.as_bytes(), true).unwrap_err();
+            assert_eq!((e.code, e.enhanced), (501, (5, 5, 4)), "{dup}");
+        }
+        for dup in [
+            "TO:<a@b> NOTIFY=DELAY NOTIFY=FAILURE",
+            "TO:<a@b> ORCPT=rfc822;x ORCPT=rfc822;y",
+            "TO:<a@b> NOTIFY=SOMETIMES",
+            "TO:<a@b> NOTIFY=",
+            "TO:<a@b> ORCPT=;x",
+            "TO:<a@b> ORCPT=rfc822;",
+            "TO:<a@b> ORCPT=rfc822;a+4",
+        ] {
+            let e = parse_rcpt(dup.as_bytes(), true).unwrap_err();
+            assert_eq!((e.code, e.enhanced), (501, (5, 5, 4)), "{dup}");
+        }
+        // Unknown parameters, and DSN parameters without EHLO: 555 5.5.4.
+        let e = parse_rcpt(b"TO:<a@b> XNOTIFY=1", true).unwrap_err();
+        assert_eq!((e.code, e.enhanced), (555, (5, 5, 4)));
+        assert_eq!(parse_rcpt(b"TO:<a@b> NOTIFY=NEVER", false).unwrap_err().code, 555);
+        // ORCPT keeps the xtext as received; decoding is the caller's.
+        let r = parse_rcpt(b"TO:<a@b> ORCPT=rfc822;b+2Bc+40d.example", true).unwrap();
+        assert_eq!(xtext_decode(r.orcpt.as_deref().unwrap()).unwrap(), b"rfc822;b+c@d.example");
+    }
+
+    #[test]
     fn bdat_arguments() {
         assert_eq!(parse_bdat(b"100"), Some((100, false)));
         assert_eq!(parse_bdat(b"0 last"), Some((0, true)));

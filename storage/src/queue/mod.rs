@@ -1,0 +1,499 @@
+//! The outbound queue in files: [`FileQueue`] implements
+//! [`varan_core::queue::QueueStore`] in `<data_dir>/queue/`
+//! (docs/design/outbound.md).
+//!
+//! ```text
+//! <data_dir>/queue/
+//!     incoming/<id>    envelopes of journaled messages whose segment is not
+//!                      retired yet: invisible to runners, CLI and listings
+//!     active/<id>      envelopes the runners work on (format: `format.rs`)
+//!     content/<id>     the message (LF line endings), written once, never changed
+//!     tmp/             files being written; renamed into place when whole
+//!     damaged/         envelopes that failed to decode, with their content,
+//!                      set aside for the operator (`<id>-<unix time>[.msg]`)
+//! ```
+//!
+//! `<id>` is the [`QueueId`] in 16 lower-case hex digits. Every mutation
+//! of a visible file is a rename of a complete file from `tmp/`, so a
+//! reader (a runner, the CLI in another process) sees an old or a new
+//! envelope, never a partial one.
+//!
+//! Who writes what, and the races between them:
+//! - The delivery stage writes `content/` then `incoming/` without fsync
+//!   (the journal record is the durable copy; replay rewrites both under
+//!   the same name). After the checkpoint that syncs them retires the
+//!   record's segment, [`FileQueue::activate`] renames `incoming/<id>` to
+//!   `active/<id>`; at startup [`FileQueue::activate_all`] does it for all.
+//! - A runner's [`QueueStore::update`] replaces the envelope with
+//!   `renameat2(RENAME_EXCHANGE)`, which fails when the old name is gone:
+//!   an entry deleted by the CLI meanwhile is not brought back (NotFound).
+//! - The CLI's retry reads, changes `next_attempt`, exchanges, and then
+//!   compares the envelope it displaced with the one it read. If a runner
+//!   wrote in between, the change is applied again on top of the runner's
+//!   version (bounded by [`MODIFY_TRIES`]), so the runner's results
+//!   (delivered recipients, attempts) are never rolled back. A runner
+//!   writing after the CLI wins: its attempt was running when the retry
+//!   was asked for, which is what a retry asks for.
+//! - Delete removes the envelope first (the entry is then gone for every
+//!   reader), then the content. A runner still sending the content keeps
+//!   its open file; its later `update` gets NotFound.
+//!
+//! On file systems without `RENAME_EXCHANGE` (rare: Linux ≥ 3.15 on ext4,
+//! xfs, btrfs, tmpfs has it) replacing falls back to "rename if the old
+//! file exists", which has a small window in which a delete can be undone.
+//!
+//! Listing and `due` read every envelope of `active/` (of the partition);
+//! the cost grows with the queue (≈ 10 µs per entry from the page cache).
+
+mod format;
+
+pub use format::{ENVELOPE_BYTES_MAX, MAGIC_LINE};
+
+use crate::journal::Content;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use varan_core::queue::{ContentReader, QueueEntry, QueueError, QueueId, QueueState, QueueStore, QueueTotals};
+
+/// How often a CLI change is re-applied when runners keep rewriting the
+/// entry under it before giving up with an error.
+pub const MODIFY_TRIES: usize = 8;
+/// Files in `tmp/` older than this at server start are leftovers of a
+/// crash (a CLI writing right then is much younger) and are deleted.
+pub const TMP_STALE_SECS: u64 = 3600;
+
+const INCOMING: &str = "incoming";
+const ACTIVE: &str = "active";
+const CONTENT: &str = "content";
+const TMP: &str = "tmp";
+const DAMAGED: &str = "damaged";
+
+/// The queue directory of a data directory; the server and the CLI both
+/// use this, so they always agree.
+pub fn queue_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("queue")
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct FileQueue {
+    root: PathBuf,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn io_err(e: io::Error) -> QueueError {
+    QueueError::Io(e.to_string())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads a file of at most `max` bytes; `Ok(None)` if it does not exist.
+fn read_bounded(path: &Path, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut out)?;
+    Ok(Some(out))
+}
+
+impl FileQueue {
+    /// Opens the queue in `root` (see [`queue_dir`]), creating its
+    /// directories. Safe while another process uses the same queue.
+    pub fn open(root: &Path) -> io::Result<FileQueue> {
+        for sub in [INCOMING, ACTIVE, CONTENT, TMP, DAMAGED] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        Ok(FileQueue { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn envelope_path(&self, dir: &str, id: QueueId) -> PathBuf {
+        self.root.join(dir).join(id.to_string())
+    }
+
+    fn content_path(&self, id: QueueId) -> PathBuf {
+        self.root.join(CONTENT).join(id.to_string())
+    }
+
+    fn tmp_path(&self, id: QueueId) -> PathBuf {
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        self.root.join(TMP).join(format!("{id}.{}.{seq}", std::process::id()))
+    }
+
+    /// Writes `bytes` to a new file in `tmp/` (fsynced when `durable`).
+    fn write_tmp(&self, id: QueueId, parts: &[&[u8]], durable: bool) -> io::Result<PathBuf> {
+        let tmp = self.tmp_path(id);
+        let written = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            for p in parts {
+                f.write_all(p)?;
+            }
+            if durable {
+                f.sync_data()?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the content file of `id`: `prefix` then the journal content.
+    /// A spooled body without prefix is hard-linked (the journal deletes
+    /// its own name on retire; the queue's stays). Not fsynced.
+    fn write_content(&self, id: QueueId, prefix: &[u8], content: &Content) -> io::Result<()> {
+        let target = self.content_path(id);
+        let tmp = match content {
+            Content::Inline(body) => self.write_tmp(id, &[prefix, body], false)?,
+            Content::Spooled(spool) => {
+                let tmp = self.tmp_path(id);
+                let linked = prefix.is_empty() && fs::hard_link(spool, &tmp).is_ok();
+                if !linked {
+                    let copied = (|| {
+                        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+                        out.write_all(prefix)?;
+                        io::copy(&mut File::open(spool)?, &mut out)?;
+                        Ok::<(), io::Error>(())
+                    })();
+                    if let Err(e) = copied {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+                tmp
+            }
+        };
+        fs::rename(&tmp, &target).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// The delivery stage's write (after the journal commit, and again on
+    /// replay): content, then `incoming/<id>`, both without fsync and
+    /// replacing what a previous attempt left. An entry already active
+    /// (its segment was retired) is left alone.
+    pub fn write_incoming(&self, entry: &QueueEntry, prefix: &[u8], content: &Content) -> io::Result<()> {
+        if self.envelope_path(ACTIVE, entry.id).exists() {
+            return Ok(());
+        }
+        let bytes = format::encode(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.write_content(entry.id, prefix, content)?;
+        let tmp = self.write_tmp(entry.id, &[&bytes], false)?;
+        fs::rename(&tmp, self.envelope_path(INCOMING, entry.id)).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// Hands entries to the runners (after their journal segment was
+    /// retired). Ids with nothing in `incoming/` are skipped. Returns how
+    /// many moved. Not fsynced: a lost rename leaves the entry in
+    /// `incoming/`, which the next start activates.
+    pub fn activate(&self, ids: &[QueueId]) -> io::Result<usize> {
+        let mut moved = 0;
+        for &id in ids {
+            match fs::rename(self.envelope_path(INCOMING, id), self.envelope_path(ACTIVE, id)) {
+                Ok(()) => moved += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// At server start, after journal recovery retired every segment:
+    /// everything in `incoming/` is durable and goes to `active/`. Then
+    /// leftovers of crashes are cleaned: stale `tmp/` files, and content
+    /// files without an envelope (a delete cut short). Call before any
+    /// shard runs (a concurrent write could look like a leftover).
+    pub fn activate_all(&self) -> io::Result<usize> {
+        let ids = self.ids_in(INCOMING)?;
+        let moved = self.activate(&ids)?;
+        let now = std::time::SystemTime::now();
+        for entry in fs::read_dir(self.root.join(TMP))? {
+            let entry = entry?;
+            let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age.as_secs() > TMP_STALE_SECS);
+            if old {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        let live: std::collections::HashSet<QueueId> = self.ids_in(ACTIVE)?.into_iter().collect();
+        for id in self.ids_in(CONTENT)? {
+            if !live.contains(&id) {
+                tracing::info!(%id, "removing queue content without an envelope");
+                remove_if_exists(&self.content_path(id))?;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(entries = moved, "queue: journaled entries handed to the runners");
+        }
+        Ok(moved)
+    }
+
+    /// Ids named by the files of `dir` (other names are ignored).
+    fn ids_in(&self, dir: &str) -> io::Result<Vec<QueueId>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join(dir))? {
+            let name = entry?.file_name();
+            if let Some(id) = name.to_str().and_then(QueueId::parse_strict) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a damaged envelope and its content to `damaged/`, keeping
+    /// them for the operator, and reports it.
+    fn set_aside(&self, id: QueueId, why: &str) {
+        let stamp = now_secs();
+        let dest = self.root.join(DAMAGED).join(format!("{id}-{stamp}"));
+        tracing::error!(%id, reason = why, kept = %dest.display(), "damaged queue entry set aside");
+        if let Err(e) = fs::rename(self.envelope_path(ACTIVE, id), &dest) {
+            tracing::error!(%id, error = %e, "cannot set the damaged queue entry aside");
+            return;
+        }
+        let _ = fs::rename(self.content_path(id), dest.with_extension("msg"));
+    }
+
+    /// Reads one active envelope: raw bytes and the entry. A damaged file
+    /// is set aside and reported as `Corrupt`.
+    fn read_active(&self, id: QueueId) -> Result<(Vec<u8>, QueueEntry), QueueError> {
+        let bytes = read_bounded(&self.envelope_path(ACTIVE, id), ENVELOPE_BYTES_MAX).map_err(io_err)?.ok_or(QueueError::NotFound(id))?;
+        let entry = format::decode(&bytes).and_then(|e| if e.id == id { Ok(e) } else { Err(format!("file {id} holds entry {}", e.id)) });
+        match entry {
+            Ok(e) => Ok((bytes, e)),
+            Err(why) => {
+                self.set_aside(id, &why);
+                Err(QueueError::Corrupt(format!("{id}: {why}")))
+            }
+        }
+    }
+
+    /// Every readable active entry matching `keep`; damaged ones are set
+    /// aside and skipped, vanished ones (deleted meanwhile) skipped.
+    fn scan(&self, keep: impl Fn(QueueId) -> bool) -> Result<Vec<QueueEntry>, QueueError> {
+        let mut out = Vec::new();
+        for id in self.ids_in(ACTIVE).map_err(io_err)? {
+            if !keep(id) {
+                continue;
+            }
+            match self.read_active(id) {
+                Ok((_, e)) => out.push(e),
+                Err(QueueError::NotFound(_) | QueueError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by_key(|e| (e.queued_at, e.id));
+        Ok(out)
+    }
+
+    /// Replaces `active/<id>` with `bytes` only if it still exists.
+    /// Returns the envelope it displaced.
+    ///
+    /// The new file's data is fdatasync'ed before the exchange: ext4 only
+    /// forces out the data of a file renamed over another by plain
+    /// `rename` (`auto_da_alloc`), not by `RENAME_EXCHANGE`, so without it a
+    /// crash could leave an empty envelope in place of a good one, and the
+    /// entry would end up in `damaged/` instead of being retried. One
+    /// fdatasync per delivery attempt is small next to the attempt's network
+    /// round trips. The rename itself is not synced: losing it repeats an
+    /// attempt (docs/design/outbound.md).
+    fn replace(&self, id: QueueId, bytes: &[u8]) -> Result<Vec<u8>, QueueError> {
+        let target = self.envelope_path(ACTIVE, id);
+        let tmp = self.write_tmp(id, &[bytes], true).map_err(io_err)?;
+        let swapped = match crate::sys::rename_exchange(&tmp, &target) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                // No RENAME_EXCHANGE here: check, then rename (racy, see
+                // the module documentation).
+                let old = read_bounded(&target, ENVELOPE_BYTES_MAX);
+                match old {
+                    Ok(Some(old)) => {
+                        let r = fs::rename(&tmp, &target).map_err(io_err).map(|()| old);
+                        let _ = fs::remove_file(&tmp);
+                        return r;
+                    }
+                    Ok(None) => Err(io::Error::from(io::ErrorKind::NotFound)),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        let result = match swapped {
+            Ok(()) => read_bounded(&tmp, ENVELOPE_BYTES_MAX).map_err(io_err).map(Option::unwrap_or_default),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotFound(id)),
+            Err(e) => Err(io_err(e)),
+        };
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    /// Applies `change` to an entry without undoing a concurrent writer's
+    /// results (see the module documentation).
+    fn modify(&self, id: QueueId, change: impl Fn(&mut QueueEntry)) -> Result<(), QueueError> {
+        let (read, _) = self.read_active(id)?;
+        // `base`: the newest state seen, to apply the change to;
+        // `expected`: what should be in the file when we replace it.
+        let (mut base, mut expected) = (read.clone(), read);
+        for _ in 0..MODIFY_TRIES {
+            let mut entry = format::decode(&base).map_err(QueueError::Corrupt)?;
+            change(&mut entry);
+            let bytes = format::encode(&entry).map_err(QueueError::Corrupt)?;
+            let displaced = self.replace(id, &bytes)?;
+            if displaced == expected {
+                return Ok(());
+            }
+            // Someone wrote in between and we just replaced their version:
+            // apply the change to theirs and put that in place of ours.
+            base = displaced;
+            expected = bytes;
+        }
+        Err(QueueError::Io(format!("queue entry {id} kept changing; try again")))
+    }
+
+    /// Removes an entry: envelope first, then content.
+    fn remove(&self, id: QueueId) -> Result<(), QueueError> {
+        if !remove_if_exists(&self.envelope_path(ACTIVE, id)).map_err(io_err)? {
+            return Err(QueueError::NotFound(id));
+        }
+        remove_if_exists(&self.content_path(id)).map_err(io_err)?;
+        Ok(())
+    }
+}
+
+fn check_partition((k, n): (usize, usize)) -> Result<(), QueueError> {
+    if n == 0 || k >= n {
+        return Err(QueueError::Io(format!("invalid partition {k} of {n}")));
+    }
+    Ok(())
+}
+
+fn in_partition(id: QueueId, (k, n): (usize, usize)) -> bool {
+    id.0 % n as u64 == k as u64
+}
+
+impl QueueStore for FileQueue {
+    fn due(&self, partition: (usize, usize), now: u64, limit: usize) -> Result<Vec<QueueEntry>, QueueError> {
+        check_partition(partition)?;
+        let mut due: Vec<QueueEntry> = self.scan(|id| in_partition(id, partition))?.into_iter().filter(|e| e.next_attempt <= now).collect();
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn next_due(&self, partition: (usize, usize)) -> Result<Option<u64>, QueueError> {
+        check_partition(partition)?;
+        Ok(self.scan(|id| in_partition(id, partition))?.iter().map(|e| e.next_attempt).min())
+    }
+
+    fn content(&self, id: QueueId) -> Result<ContentReader, QueueError> {
+        match File::open(self.content_path(id)) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(QueueError::NotFound(id)),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    fn update(&self, entry: &QueueEntry) -> Result<(), QueueError> {
+        if entry.finished() {
+            return self.remove(entry.id);
+        }
+        let bytes = format::encode(entry).map_err(QueueError::Corrupt)?;
+        self.replace(entry.id, &bytes).map(drop)
+    }
+
+    fn enqueue(&self, entry: &QueueEntry, content: &[u8]) -> Result<(), QueueError> {
+        let bytes = format::encode(entry).map_err(QueueError::Corrupt)?;
+        let (active, content_dir) = (self.envelope_path(ACTIVE, entry.id), self.root.join(CONTENT));
+        if active.exists() || self.envelope_path(INCOMING, entry.id).exists() {
+            return Err(QueueError::Io(format!("queue entry {} exists already", entry.id)));
+        }
+        let body = self.write_tmp(entry.id, &[content], true).map_err(io_err)?;
+        fs::rename(&body, self.content_path(entry.id)).map_err(io_err)?;
+        let env = self.write_tmp(entry.id, &[&bytes], true).map_err(io_err)?;
+        // link(2) never replaces: two writers of one id cannot both win.
+        let linked = fs::hard_link(&env, &active);
+        let _ = fs::remove_file(&env);
+        linked.map_err(io_err)?;
+        sync_dir(&content_dir).and_then(|()| sync_dir(&self.root.join(ACTIVE))).map_err(io_err)
+    }
+
+    fn list(&self) -> Result<Vec<QueueEntry>, QueueError> {
+        self.scan(|_| true)
+    }
+
+    fn totals(&self) -> Result<QueueTotals, QueueError> {
+        let mut t = QueueTotals::default();
+        for e in self.list()? {
+            match e.state() {
+                QueueState::New => t.new += 1,
+                QueueState::Deferred => t.deferred += 1,
+            }
+            t.bytes += e.body.size;
+        }
+        Ok(t)
+    }
+
+    fn get(&self, id: QueueId) -> Result<QueueEntry, QueueError> {
+        self.read_active(id).map(|(_, e)| e)
+    }
+
+    fn retry(&self, id: QueueId) -> Result<(), QueueError> {
+        self.modify(id, |e| e.next_attempt = 0)
+    }
+
+    fn retry_all(&self) -> Result<u64, QueueError> {
+        let mut n = 0;
+        for e in self.list()? {
+            match self.retry(e.id) {
+                Ok(()) => n += 1,
+                Err(QueueError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    fn delete(&self, id: QueueId) -> Result<(), QueueError> {
+        self.remove(id)
+    }
+
+    fn delete_deferred(&self) -> Result<u64, QueueError> {
+        let mut n = 0;
+        for e in self.list()?.into_iter().filter(|e| e.state() == QueueState::Deferred) {
+            match self.remove(e.id) {
+                Ok(()) => n += 1,
+                Err(QueueError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
