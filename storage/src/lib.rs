@@ -30,6 +30,7 @@ pub mod journal;
 pub mod maildir;
 pub mod mailstore;
 pub mod password;
+pub mod queue_memory;
 pub mod quota;
 pub mod recovery;
 pub mod spool;
