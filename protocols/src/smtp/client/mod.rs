@@ -336,6 +336,9 @@ pub struct Client {
     encoder: DataEncoder,
     /// In content: `content` may be called.
     sending_content: bool,
+    /// A transaction waiting for the RSET reply (server without
+    /// PIPELINING: one command at a time).
+    after_rset: Option<(Transaction, Vec<RecipientOutcome>)>,
     dead: bool,
 }
 
@@ -354,6 +357,7 @@ impl Client {
             in_flight: None,
             encoder: DataEncoder::default(),
             sending_content: false,
+            after_rset: None,
             dead: false,
         }
     }
@@ -448,6 +452,12 @@ impl Client {
             self.fail(ClientError::Unexpected("transaction started while busy"));
             return;
         }
+        if tx.recipients.is_empty() {
+            let done = TransactionResult { recipients: Vec::new(), dsn_passed_on: self.ext.dsn, eight_bit_unannounced: false };
+            self.events.push_back(ClientEvent::TransactionDone(done));
+            self.events.push_back(ClientEvent::Ready);
+            return;
+        }
         let overflow = tx.recipients.len().saturating_sub(RECIPIENTS_PER_TRANSACTION_MAX);
         let mut outcomes = Vec::new();
         if overflow > 0 {
@@ -475,7 +485,17 @@ impl Client {
             self.command("RSET");
             self.expect.push_back(Expect::Rset);
             self.needs_rset = false;
+            if !self.ext.pipelining {
+                // One command at a time: MAIL after the RSET reply.
+                self.after_rset = Some((tx, outcomes));
+                return;
+            }
         }
+        self.begin(tx, outcomes);
+    }
+
+    /// MAIL, and with PIPELINING every RCPT and DATA.
+    fn begin(&mut self, tx: Transaction, outcomes: Vec<RecipientOutcome>) {
         let eight_bit_unannounced = tx.body.eight_bit && !self.ext.eight_bit_mime;
         let rcpt = vec![None; tx.recipients.len()];
         let mail = self.mail_command(&tx);
@@ -580,7 +600,11 @@ impl Client {
                 self.command(&pass);
                 self.expect.push_back(Expect::AuthDone);
             }
-            Expect::Rset if reply.code == 250 => {}
+            Expect::Rset if reply.code == 250 => {
+                if let Some((tx, outcomes)) = self.after_rset.take() {
+                    self.begin(tx, outcomes);
+                }
+            }
             Expect::Mail => self.on_mail(reply),
             Expect::Rcpt(i) => self.on_rcpt(i, reply),
             Expect::Data => self.on_data(reply),
@@ -703,8 +727,8 @@ impl Client {
         if !ok && !f.data_sent {
             // Not pipelined: nothing else was sent; finish here.
             self.finish_refused();
-        } else if ok && !f.data_sent {
-            self.send_next_rcpt();
+        } else if ok && !f.data_sent && !self.send_next_rcpt() {
+            self.finish_refused();
         }
         // Pipelined: the RCPT and DATA replies follow and are collected.
     }

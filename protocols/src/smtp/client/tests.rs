@@ -373,3 +373,35 @@ proptest! {
         prop_assert_eq!(r.recipients.iter().map(|o| o.index).collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }
+
+#[test]
+fn rset_waits_for_its_reply_without_pipelining() {
+    let mut h = Harness::new(config(), false);
+    h.server("220 x\r\n");
+    h.server("250 x\r\n");
+    h.out();
+    h.c.send(tx(&["a@x"]));
+    h.out();
+    // MAIL accepted, RCPT accepted, DATA refused: the transaction is open.
+    h.server("250 ok\r\n");
+    h.server("250 ok\r\n");
+    let r = done(&h.server("451 4.3.0 not now\r\n"));
+    assert_eq!(codes(&r), vec![451]);
+    assert_eq!(h.out(), "RCPT TO:<a@x>\r\nDATA\r\n");
+    h.c.send(tx(&["b@x"]));
+    assert_eq!(h.out(), "RSET\r\n", "MAIL waits for the RSET reply");
+    h.server("250 reset\r\n");
+    assert_eq!(h.out(), "MAIL FROM:<s@out.example>\r\n");
+}
+
+#[test]
+fn empty_transaction_is_done_at_once() {
+    let mut h = Harness::new(config(), false);
+    h.server("220 x\r\n");
+    h.server(EHLO_FULL);
+    h.out();
+    h.c.send(tx(&[]));
+    let ev = h.server("");
+    assert_eq!(done(&ev).recipients.len(), 0);
+    assert_eq!(h.out(), "");
+}
