@@ -1,0 +1,286 @@
+//! The queue runner against real peers: dnsmasq for DNS (MX, A, null MX,
+//! NXDOMAIN) and Postfix's smtp-sink as remote servers, plus a small
+//! listener that advertises STARTTLS and drops the connection after
+//! `220`. Needs `dnsmasq` (dnsmasq-base) and `/usr/sbin/smtp-sink`
+//! (postfix), which scripts/test.sh installs; the test fails, not skips,
+//! without them.
+//!
+//! Addresses: every remote is on its own 127.0.0.x with one shared port
+//! (`outbound.mx_port`), so one config reaches them all.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use varan_core::config::Config;
+use varan_core::queue::{BodyInfo, Notify, QueueEntry, QueueId, QueueStore, QueuedRecipient, RecipientState, Ret};
+use varan_shards::dns::{CachedResolver, DnsSidecar, LocalFuture};
+use varan_shards::outbound::{self, LocalDelivery, RunnerContext};
+use varan_shards::shard::Shutdown;
+use varan_storage::queue_memory::MemoryQueue;
+
+const PORT_BASE: u16 = 30_000 + 470;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("varan-outbound-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    // smtp-sink drops to `nobody` before it writes its dumps.
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    d
+}
+
+fn start_dnsmasq(dir: &Path, port: u16) -> Kill {
+    let conf = format!(
+        "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\nlocal=/test/\n\
+         host-record=mx.ok.test,127.0.0.2\nmx-host=ok.test,mx.ok.test,10\n\
+         host-record=mx.temp.test,127.0.0.3\nmx-host=temp.test,mx.temp.test,10\n\
+         host-record=mx.perm.test,127.0.0.4\nmx-host=perm.test,mx.perm.test,10\n\
+         host-record=mx.refused.test,127.0.0.5\nmx-host=refused.test,mx.refused.test,10\n\
+         host-record=mx.badtls.test,127.0.0.6\nmx-host=badtls.test,mx.badtls.test,10\n\
+         host-record=implicit.test,127.0.0.2\n\
+         mx-host=nullmx.test,.,0\n"
+    );
+    std::fs::write(dir.join("dns.conf"), conf).unwrap();
+    let child = Command::new("dnsmasq")
+        .arg(format!("--conf-file={}", dir.join("dns.conf").display()))
+        .arg("--keep-in-foreground")
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base)");
+    std::thread::sleep(Duration::from_millis(300));
+    Kill(child)
+}
+
+fn start_sink(ip: &str, port: u16, extra: &[&str], dump: &Path) -> Kill {
+    let mut cmd = Command::new("/usr/sbin/smtp-sink");
+    cmd.args(["-c", "-u", "nobody", "-D"]).arg(dump).args(extra).arg(format!("{ip}:{port}")).arg("16");
+    let child = cmd.spawn().expect("/usr/sbin/smtp-sink (postfix)");
+    Kill(child)
+}
+
+/// Advertises STARTTLS, answers it with 220 and closes; a session that does
+/// not use STARTTLS is served normally. Counts delivered messages.
+fn start_broken_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<String>>> {
+    let listener = TcpListener::bind((ip, port)).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let _ = s.write_all(b"220 broken ESMTP\r\n");
+            let mut line = String::new();
+            let mut in_data = false;
+            let mut body = String::new();
+            while {
+                line.clear();
+                r.read_line(&mut line).unwrap_or(0) > 0
+            } {
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        seen.lock().unwrap().push(std::mem::take(&mut body));
+                        let _ = s.write_all(b"250 2.0.0 ok\r\n");
+                    } else {
+                        body.push_str(&line);
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-broken\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                    "STAR" => {
+                        let _ = s.write_all(b"220 2.0.0 go ahead\r\n");
+                        let _ = s.write_all(b"\x15\x03\x01\x00\x02\x02\x28");
+                        break;
+                    }
+                    "DATA" => {
+                        in_data = true;
+                        b"354 go\r\n"
+                    }
+                    "QUIT" => {
+                        let _ = s.write_all(b"221 bye\r\n");
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                let _ = s.write_all(reply);
+            }
+        }
+    });
+    got
+}
+
+fn entry(id: u64, rcpt: &str, queued_at: u64) -> QueueEntry {
+    QueueEntry {
+        id: QueueId(id),
+        sender: "alice@local.test".into(),
+        recipients: vec![QueuedRecipient {
+            address: rcpt.into(),
+            orcpt: Some(format!("rfc822;{rcpt}")),
+            notify: Notify::default(),
+            state: RecipientState::Pending,
+            last_error: None,
+        }],
+        envid: Some(format!("env{id}")),
+        ret: Ret::Headers,
+        body: BodyInfo { eight_bit: false, smtputf8: false, size: 60 },
+        submitter: Some("alice@local.test".into()),
+        queued_at,
+        next_attempt: 0,
+        attempts: 0,
+        delay_warned: false,
+    }
+}
+
+/// Local deliveries (the DSNs back to alice@local.test).
+#[derive(Default)]
+struct LocalSink(RefCell<Vec<(String, Vec<u8>)>>);
+
+impl LocalDelivery for LocalSink {
+    fn deliver<'a>(&'a self, recipient: &'a str, _sender: &'a str, content: Vec<u8>) -> LocalFuture<'a, Result<(), (bool, String)>> {
+        self.0.borrow_mut().push((recipient.to_owned(), content));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[test]
+fn runner_against_real_peers() {
+    let dir = tmpdir();
+    let (dns_port, smtp_port) = (PORT_BASE, PORT_BASE + 1);
+    let _dns = start_dnsmasq(&dir, dns_port);
+    let _ok = start_sink("127.0.0.2", smtp_port, &[], &dir.join("ok.dump"));
+    let _temp = start_sink("127.0.0.3", smtp_port, &["-r", "rcpt"], &dir.join("temp.dump"));
+    let _perm = start_sink("127.0.0.4", smtp_port, &["-f", "rcpt"], &dir.join("perm.dump"));
+    let broken = start_broken_tls("127.0.0.6", smtp_port);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let config: Config = Config::from_toml(&format!(
+        "[server]\nhostname = \"mx.local.test\"\n\
+         [queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\nlifetime = \"1h\"\ndelay_warning = \"30m\"\nscan_interval = \"50ms\"\n\
+         [outbound]\nmx_port = {smtp_port}\nconnect_timeout = \"2s\"\n\
+         [dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout = \"2s\"\n\
+         [[domain]]\nname = \"local.test\"\n"
+    ))
+    .unwrap();
+    let config = Arc::new(config);
+    let store = Arc::new(MemoryQueue::new());
+    let now = outbound::unix_now();
+    let content = b"From: alice@local.test\nSubject: test\n\n.leading dot\nbody\n";
+    let cases = [
+        (1, "bob@ok.test", now),
+        (2, "carol@temp.test", now - 2700),
+        (3, "dave@perm.test", now),
+        (4, "erin@refused.test", now),
+        (5, "frank@badtls.test", now),
+        (6, "gina@nullmx.test", now),
+        (7, "hank@ok.test", now - 2700),
+        (8, "ivan@nxdomain.test", now),
+    ];
+    for (id, rcpt, at) in cases {
+        store.enqueue(&entry(id, rcpt, at), content).unwrap();
+    }
+    // Expired: queued longer ago than the lifetime.
+    let mut old = entry(9, "judy@refused.test", now - 2 * 3600);
+    old.attempts = 3;
+    old.recipients[0].last_error = Some("connect: Connection refused".into());
+    store.enqueue(&old, content).unwrap();
+
+    let sidecar = DnsSidecar::start(&config.dns).unwrap();
+    let store_dyn: Arc<dyn QueueStore> = store.clone();
+    let cfg = Arc::clone(&config);
+    let dns_config = config.dns.clone();
+    let dsns = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let local = Rc::new(LocalSink::default());
+            let shutdown = Rc::new(Shutdown::default());
+            let runner = outbound::start(RunnerContext {
+                store: store_dyn.clone(),
+                partition: (0, 1),
+                config: Rc::new(move || Arc::clone(&cfg)),
+                resolver: Rc::new(CachedResolver::new(sidecar, &dns_config)),
+                local: Some(Rc::clone(&local) as Rc<dyn LocalDelivery>),
+                shutdown: Rc::clone(&shutdown),
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let temp_attempts = store_dyn.get(QueueId(2)).map(|e| e.attempts).unwrap_or(0);
+                let refused_attempts = store_dyn.get(QueueId(4)).map(|e| e.attempts).unwrap_or(0);
+                let finished = [1u64, 3, 5, 6, 7, 8, 9].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
+                if (finished && temp_attempts >= 2 && refused_attempts >= 2) || Instant::now() > deadline {
+                    break;
+                }
+            }
+            shutdown.trigger();
+            runner.await;
+            local.0.take()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    // Delivered: removed from the queue, content on the sink with the dot
+    // unstuffed (smtp-sink's dump holds the message as received).
+    assert!(store.get(QueueId(1)).is_err(), "ok.test delivered");
+    // smtp-sink appends a unique suffix to the dump template.
+    let dump: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ok.dump"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(dump.contains("Subject: test"), "sink got the message: {dump:?}");
+    // 4xx: still queued, retried, error recorded.
+    let temp = store.get(QueueId(2)).unwrap();
+    assert!(temp.attempts >= 2, "retried: {temp:?}");
+    assert_eq!(temp.recipients[0].state, RecipientState::Pending);
+    assert!(temp.recipients[0].last_error.as_deref().unwrap_or("").contains("4"), "{temp:?}");
+    // Connection refused: retried.
+    let refused = store.get(QueueId(4)).unwrap();
+    assert!(refused.attempts >= 2);
+    assert!(refused.recipients[0].last_error.as_deref().unwrap_or("").contains("connect"), "{refused:?}");
+    // Broken STARTTLS: delivered in plaintext.
+    assert!(store.get(QueueId(5)).is_err(), "badtls.test delivered after plaintext fallback");
+    assert_eq!(broken.lock().unwrap().len(), 1);
+
+    // DSNs: delivered locally to alice.
+    let find = |needle: &str| dsns.iter().map(|(_, c)| String::from_utf8_lossy(c).into_owned()).find(|t| t.contains(needle));
+    let perm = find("Final-Recipient: rfc822; dave@perm.test").expect("DSN for the 5xx");
+    assert!(perm.contains("Action: failed") && perm.contains("Status: 5."), "{perm}");
+    assert!(perm.contains("Diagnostic-Code: smtp; 5"), "{perm}");
+    assert!(perm.contains("Remote-MTA: dns; mx.perm.test"), "{perm}");
+    let null = find("gina@nullmx.test").expect("DSN for the null MX");
+    assert!(null.contains("Status: 5.1.10"), "{null}");
+    let nx = find("ivan@nxdomain.test").expect("DSN for NXDOMAIN");
+    assert!(nx.contains("Status: 5.1.2"), "{nx}");
+    let delayed = find("hank@ok.test");
+    assert!(delayed.is_none(), "delivered at the first attempt: no delay DSN");
+    let expired = find("judy@refused.test").expect("DSN for the expired entry");
+    assert!(expired.contains("Action: failed") && expired.contains("4.4.7") && expired.contains("delivery time expired"), "{expired}");
+    for (rcpt, _) in dsns.iter() {
+        assert_eq!(rcpt, "alice@local.test");
+    }
+    // The 4xx entry is older than delay_warning: exactly one delay DSN,
+    // although it was attempted several times.
+    let delays: Vec<_> = dsns.iter().filter(|(_, c)| String::from_utf8_lossy(c).contains("Final-Recipient: rfc822; carol@temp.test")).collect();
+    assert_eq!(delays.len(), 1, "one delay warning");
+    let delay = String::from_utf8_lossy(&delays[0].1);
+    assert!(delay.contains("Action: delayed") && delay.contains("Will-Retry-Until:"), "{delay}");
+    assert!(store.get(QueueId(2)).unwrap().delay_warned);
+    let _ = std::fs::remove_dir_all(&dir);
+}
