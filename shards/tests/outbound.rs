@@ -74,10 +74,11 @@ fn start_sink(ip: &str, port: u16, extra: &[&str], dump: &Path) -> Kill {
 
 /// Advertises STARTTLS, answers it with 220 and closes; a session that does
 /// not use STARTTLS is served normally. Counts delivered messages.
-fn start_broken_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<String>>> {
+fn start_broken_tls(ip: &str, port: u16) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>) {
     let listener = TcpListener::bind((ip, port)).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&got);
+    let starttls = Arc::new(Mutex::new(0u32));
+    let (seen, tried) = (Arc::clone(&got), Arc::clone(&starttls));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { continue };
@@ -104,6 +105,7 @@ fn start_broken_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<String>>> {
                 let reply: &[u8] = match verb.as_str() {
                     "EHLO" => b"250-broken\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
                     "STAR" => {
+                        *tried.lock().unwrap() += 1;
                         let _ = s.write_all(b"220 2.0.0 go ahead\r\n");
                         let _ = s.write_all(b"\x15\x03\x01\x00\x02\x02\x28");
                         break;
@@ -122,7 +124,7 @@ fn start_broken_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<String>>> {
             }
         }
     });
-    got
+    (got, starttls)
 }
 
 fn entry(id: u64, rcpt: &str, queued_at: u64) -> QueueEntry {
@@ -166,15 +168,19 @@ fn runner_against_real_peers() {
     let _ok = start_sink("127.0.0.2", smtp_port, &[], &dir.join("ok.dump"));
     let _temp = start_sink("127.0.0.3", smtp_port, &["-r", "rcpt"], &dir.join("temp.dump"));
     let _perm = start_sink("127.0.0.4", smtp_port, &["-f", "rcpt"], &dir.join("perm.dump"));
-    let broken = start_broken_tls("127.0.0.6", smtp_port);
+    let (broken, starttls_tried) = start_broken_tls("127.0.0.6", smtp_port);
+    // Smarthost for senders of viarelay.test (smtp-sink announces AUTH and
+    // takes any credentials).
+    let _relay = start_sink("127.0.0.7", smtp_port, &[], &dir.join("relay.dump"));
     std::thread::sleep(Duration::from_millis(300));
 
     let config: Config = Config::from_toml(&format!(
         "[server]\nhostname = \"mx.local.test\"\n\
          [queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\nlifetime = \"1h\"\ndelay_warning = \"30m\"\nscan_interval = \"50ms\"\n\
-         [outbound]\nmx_port = {smtp_port}\nconnect_timeout = \"2s\"\n\
+         [outbound]\nmx_port = {smtp_port}\nconnect_timeout = \"2s\"\nsmarthost_tls = \"none\"\n\
          [dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout = \"2s\"\n\
-         [[domain]]\nname = \"local.test\"\n"
+         [[domain]]\nname = \"local.test\"\n\
+         [[domain]]\nname = \"viarelay.test\"\nsmarthost = \"user:p@ss@127.0.0.7:{smtp_port}\"\n"
     ))
     .unwrap();
     let config = Arc::new(config);
@@ -194,6 +200,21 @@ fn runner_against_real_peers() {
     for (id, rcpt, at) in cases {
         store.enqueue(&entry(id, rcpt, at), content).unwrap();
     }
+    // NOTIFY=SUCCESS: smtp-sink offers DSN, so the request is passed on
+    // and no report comes from us; the STARTTLS-breaking listener does
+    // not, so we send a "relayed" report.
+    let success = Notify { success: true, failure: true, explicit: true, ..Notify::default() };
+    let mut notify = entry(10, "kate@ok.test", now);
+    notify.recipients[0].notify = success;
+    store.enqueue(&notify, content).unwrap();
+    let mut notify = entry(12, "lena@badtls.test", now);
+    notify.recipients[0].notify = success;
+    store.enqueue(&notify, content).unwrap();
+    // Sender in viarelay.test: through its smarthost, although the
+    // recipient's domain does not exist in DNS.
+    let mut relayed = entry(11, "leo@nowhere-at-all.test", now);
+    relayed.sender = "max@viarelay.test".into();
+    store.enqueue(&relayed, content).unwrap();
     // Expired: queued longer ago than the lifetime.
     let mut old = entry(9, "judy@refused.test", now - 2 * 3600);
     old.attempts = 3;
@@ -221,7 +242,7 @@ fn runner_against_real_peers() {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 let temp_attempts = store_dyn.get(QueueId(2)).map(|e| e.attempts).unwrap_or(0);
                 let refused_attempts = store_dyn.get(QueueId(4)).map(|e| e.attempts).unwrap_or(0);
-                let finished = [1u64, 3, 5, 6, 7, 8, 9].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
+                let finished = [1u64, 3, 5, 6, 7, 8, 9, 10, 11, 12].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
                 if (finished && temp_attempts >= 2 && refused_attempts >= 2) || Instant::now() > deadline {
                     break;
                 }
@@ -256,7 +277,18 @@ fn runner_against_real_peers() {
     assert!(refused.recipients[0].last_error.as_deref().unwrap_or("").contains("connect"), "{refused:?}");
     // Broken STARTTLS: delivered in plaintext.
     assert!(store.get(QueueId(5)).is_err(), "badtls.test delivered after plaintext fallback");
-    assert_eq!(broken.lock().unwrap().len(), 1);
+    assert_eq!(broken.lock().unwrap().len(), 2);
+    let tried = *starttls_tried.lock().unwrap();
+    assert!((1..=2).contains(&tried), "each connection tried STARTTLS once, then plaintext: {tried}");
+    assert!(store.get(QueueId(10)).is_err());
+    assert!(store.get(QueueId(11)).is_err(), "delivered through the smarthost: {:?}", store.get(QueueId(11)));
+    let relay_dump: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("relay.dump"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(relay_dump.contains("Subject: test"), "smarthost got the message: {relay_dump:?}");
 
     // DSNs: delivered locally to alice.
     let find = |needle: &str| dsns.iter().map(|(_, c)| String::from_utf8_lossy(c).into_owned()).find(|t| t.contains(needle));
@@ -268,6 +300,10 @@ fn runner_against_real_peers() {
     assert!(null.contains("Status: 5.1.10"), "{null}");
     let nx = find("ivan@nxdomain.test").expect("DSN for NXDOMAIN");
     assert!(nx.contains("Status: 5.1.2"), "{nx}");
+    assert!(find("kate@ok.test").is_none(), "NOTIFY passed on to a DSN-capable server");
+    let relay_report = find("Final-Recipient: rfc822; lena@badtls.test").expect("relayed DSN");
+    assert!(relay_report.contains("Action: relayed") && relay_report.contains("Remote-MTA: dns; mx.badtls.test"), "{relay_report}");
+    assert!(find("bob@ok.test").is_none(), "no success report without NOTIFY=SUCCESS");
     let delayed = find("hank@ok.test");
     assert!(delayed.is_none(), "delivered at the first attempt: no delay DSN");
     let expired = find("judy@refused.test").expect("DSN for the expired entry");

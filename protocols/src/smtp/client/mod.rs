@@ -589,7 +589,9 @@ impl Client {
                 // Opportunistic: the server refused; go on in plaintext.
                 self.after_tls_decision();
             }
-            Expect::AuthPlain | Expect::AuthDone if reply.code == 235 => self.ready(),
+            // RFC 4954 §6 says 235; like Postfix, any 2xx counts (some
+            // servers, smtp-sink among them, answer 250).
+            Expect::AuthPlain | Expect::AuthDone if (200..300).contains(&reply.code) => self.ready(),
             Expect::AuthLoginUser if reply.code == 334 => {
                 let user = self.config.auth.as_ref().map(|a| base64::engine::general_purpose::STANDARD.encode(&a.username)).unwrap_or_default();
                 self.command(&user);
