@@ -74,14 +74,21 @@ fn start_sink(ip: &str, port: u16, extra: &[&str], dump: &Path) -> Kill {
 
 /// Advertises STARTTLS, answers it with 220 and closes; a session that does
 /// not use STARTTLS is served normally. Counts delivered messages.
-fn start_broken_tls(ip: &str, port: u16) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>) {
+/// Returns the messages received, the STARTTLS attempts and the peers.
+type Seen = (Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>, Arc<Mutex<Vec<std::net::IpAddr>>>);
+
+fn start_broken_tls(ip: &str, port: u16) -> Seen {
     let listener = TcpListener::bind((ip, port)).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let starttls = Arc::new(Mutex::new(0u32));
-    let (seen, tried) = (Arc::clone(&got), Arc::clone(&starttls));
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let (seen, tried, peers2) = (Arc::clone(&got), Arc::clone(&starttls), Arc::clone(&peers));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut s) = conn else { continue };
+            if let Ok(peer) = s.peer_addr() {
+                peers2.lock().unwrap().push(peer.ip());
+            }
             let mut r = BufReader::new(s.try_clone().unwrap());
             let _ = s.write_all(b"220 broken ESMTP\r\n");
             let mut line = String::new();
@@ -124,7 +131,7 @@ fn start_broken_tls(ip: &str, port: u16) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<
             }
         }
     });
-    (got, starttls)
+    (got, starttls, peers)
 }
 
 fn entry(id: u64, rcpt: &str, queued_at: u64) -> QueueEntry {
@@ -168,7 +175,7 @@ fn runner_against_real_peers() {
     let _ok = start_sink("127.0.0.2", smtp_port, &[], &dir.join("ok.dump"));
     let _temp = start_sink("127.0.0.3", smtp_port, &["-r", "rcpt"], &dir.join("temp.dump"));
     let _perm = start_sink("127.0.0.4", smtp_port, &["-f", "rcpt"], &dir.join("perm.dump"));
-    let (broken, starttls_tried) = start_broken_tls("127.0.0.6", smtp_port);
+    let (broken, starttls_tried, peers) = start_broken_tls("127.0.0.6", smtp_port);
     // Smarthost for senders of viarelay.test (smtp-sink announces AUTH and
     // takes any credentials).
     let _relay = start_sink("127.0.0.7", smtp_port, &[], &dir.join("relay.dump"));
@@ -177,7 +184,7 @@ fn runner_against_real_peers() {
     let config: Config = Config::from_toml(&format!(
         "[server]\nhostname = \"mx.local.test\"\n\
          [queue]\nretry_initial = \"1s\"\nretry_max = \"2s\"\nlifetime = \"1h\"\ndelay_warning = \"30m\"\nscan_interval = \"50ms\"\n\
-         [outbound]\nmx_port = {smtp_port}\nconnect_timeout = \"2s\"\nsmarthost_tls = \"none\"\n\
+         [outbound]\nmx_port = {smtp_port}\nconnect_timeout = \"2s\"\nsmarthost_tls = \"none\"\nsource_ipv4 = \"127.0.0.8\"\n\
          [dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout = \"2s\"\n\
          [[domain]]\nname = \"local.test\"\n\
          [[domain]]\nname = \"viarelay.test\"\nsmarthost = \"user:p@ss@127.0.0.7:{smtp_port}\"\n"
@@ -278,6 +285,8 @@ fn runner_against_real_peers() {
     // Broken STARTTLS: delivered in plaintext.
     assert!(store.get(QueueId(5)).is_err(), "badtls.test delivered after plaintext fallback");
     assert_eq!(broken.lock().unwrap().len(), 2);
+    let peers = peers.lock().unwrap();
+    assert!(!peers.is_empty() && peers.iter().all(|p| p.to_string() == "127.0.0.8"), "outbound.source_ipv4 used: {peers:?}");
     let tried = *starttls_tried.lock().unwrap();
     assert!((1..=2).contains(&tried), "each connection tried STARTTLS once, then plaintext: {tried}");
     assert!(store.get(QueueId(10)).is_err());
