@@ -51,7 +51,7 @@ fn start_dnsmasq(dir: &Path, port: u16) -> Kill {
          host-record=mx.perm.test,127.0.0.4\nmx-host=perm.test,mx.perm.test,10\n\
          host-record=mx.refused.test,127.0.0.5\nmx-host=refused.test,mx.refused.test,10\n\
          host-record=mx.badtls.test,127.0.0.6\nmx-host=badtls.test,mx.badtls.test,10\n\
-         host-record=implicit.test,127.0.0.2\n\
+         host-record=mx.tlsok.test,127.0.0.10\nmx-host=tlsok.test,mx.tlsok.test,10\n\
          mx-host=nullmx.test,.,0\n"
     );
     std::fs::write(dir.join("dns.conf"), conf).unwrap();
@@ -134,6 +134,84 @@ fn start_broken_tls(ip: &str, port: u16) -> Seen {
     (got, starttls, peers)
 }
 
+/// A server whose STARTTLS works (self-signed certificate, which
+/// opportunistic TLS accepts). Records each message and whether it came
+/// over TLS.
+fn start_good_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<(bool, String)>>> {
+    let key = rcgen::generate_simple_self_signed(vec!["mx.tlsok.test".to_owned()]).unwrap();
+    let chain = vec![key.cert.der().clone()];
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(chain, private).unwrap(),
+    );
+    let listener = TcpListener::bind((ip, port)).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(tcp) = conn else { continue };
+            let _ = serve(Box::new(tcp.try_clone().unwrap()), Some((tcp, Arc::clone(&config))), &seen, false);
+        }
+    });
+    got
+}
+
+trait Io: std::io::Read + Write {}
+impl<T: std::io::Read + Write> Io for T {}
+
+/// A minimal SMTP server over `io`; on STARTTLS it switches to TLS over
+/// `upgrade` and starts again.
+fn serve(mut io: Box<dyn Io>, upgrade: Option<(std::net::TcpStream, Arc<rustls::ServerConfig>)>, seen: &Mutex<Vec<(bool, String)>>, tls: bool) -> std::io::Result<()> {
+    if !tls {
+        io.write_all(b"220 tlsok ESMTP\r\n")?;
+    }
+    let mut r = BufReader::new(io);
+    let mut line = String::new();
+    let mut body = String::new();
+    let mut in_data = false;
+    let mut upgrade = upgrade;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let w = r.get_mut();
+        if in_data {
+            if line == ".\r\n" {
+                in_data = false;
+                seen.lock().unwrap().push((tls, std::mem::take(&mut body)));
+                w.write_all(b"250 2.0.0 ok\r\n")?;
+            } else {
+                body.push_str(&line);
+            }
+            continue;
+        }
+        match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+            "EHLO" if tls => w.write_all(b"250-tlsok\r\n250 PIPELINING\r\n")?,
+            "EHLO" => w.write_all(b"250-tlsok\r\n250-PIPELINING\r\n250 STARTTLS\r\n")?,
+            "STAR" => {
+                let Some((tcp, config)) = upgrade.take() else { return Ok(()) };
+                w.write_all(b"220 2.0.0 go ahead\r\n")?;
+                let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+                let stream = rustls::StreamOwned::new(conn, tcp);
+                return serve(Box::new(stream), None, seen, true);
+            }
+            "DATA" => {
+                in_data = true;
+                w.write_all(b"354 go\r\n")?;
+            }
+            "QUIT" => {
+                w.write_all(b"221 bye\r\n")?;
+                w.flush()?;
+                return Ok(());
+            }
+            _ => w.write_all(b"250 ok\r\n")?,
+        }
+        w.flush()?;
+    }
+}
+
 fn entry(id: u64, rcpt: &str, queued_at: u64) -> QueueEntry {
     QueueEntry {
         id: QueueId(id),
@@ -178,6 +256,7 @@ fn runner_against_real_peers() {
     let (broken, starttls_tried, peers) = start_broken_tls("127.0.0.6", smtp_port);
     // Smarthost for senders of viarelay.test (smtp-sink announces AUTH and
     // takes any credentials).
+    let tls_ok = start_good_tls("127.0.0.10", smtp_port);
     let _relay = start_sink("127.0.0.7", smtp_port, &[], &dir.join("relay.dump"));
     std::thread::sleep(Duration::from_millis(300));
 
@@ -222,6 +301,7 @@ fn runner_against_real_peers() {
     let mut relayed = entry(11, "leo@nowhere-at-all.test", now);
     relayed.sender = "max@viarelay.test".into();
     store.enqueue(&relayed, content).unwrap();
+    store.enqueue(&entry(13, "nina@tlsok.test", now), content).unwrap();
     // Expired: queued longer ago than the lifetime.
     let mut old = entry(9, "judy@refused.test", now - 2 * 3600);
     old.attempts = 3;
@@ -249,7 +329,7 @@ fn runner_against_real_peers() {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 let temp_attempts = store_dyn.get(QueueId(2)).map(|e| e.attempts).unwrap_or(0);
                 let refused_attempts = store_dyn.get(QueueId(4)).map(|e| e.attempts).unwrap_or(0);
-                let finished = [1u64, 3, 5, 6, 7, 8, 9, 10, 11, 12].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
+                let finished = [1u64, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
                 if (finished && temp_attempts >= 2 && refused_attempts >= 2) || Instant::now() > deadline {
                     break;
                 }
@@ -290,6 +370,13 @@ fn runner_against_real_peers() {
     let tried = *starttls_tried.lock().unwrap();
     assert!((1..=2).contains(&tried), "each connection tried STARTTLS once, then plaintext: {tried}");
     assert!(store.get(QueueId(10)).is_err());
+    // STARTTLS that works: the message went over TLS, dot-stuffing undone
+    // by the server's reading of the DATA stream.
+    assert!(store.get(QueueId(13)).is_err(), "{:?}", store.get(QueueId(13)));
+    let over_tls = tls_ok.lock().unwrap();
+    assert_eq!(over_tls.len(), 1);
+    assert!(over_tls[0].0, "delivered over TLS");
+    assert!(over_tls[0].1.contains("\r\n..leading dot\r\n"), "dot-stuffed, CRLF on the wire: {:?}", over_tls[0].1);
     assert!(store.get(QueueId(11)).is_err(), "delivered through the smarthost: {:?}", store.get(QueueId(11)));
     let relay_dump: String = std::fs::read_dir(&dir)
         .unwrap()
