@@ -34,8 +34,8 @@ impl Drop for Kill {
     }
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("varan-outbound-{}", std::process::id()));
+fn tmpdir(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("varan-outbound-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     // smtp-sink drops to `nobody` before it writes its dumps.
@@ -139,12 +139,18 @@ fn start_broken_tls(ip: &str, port: u16) -> Seen {
 /// over TLS.
 fn start_good_tls(ip: &str, port: u16) -> Arc<Mutex<Vec<(bool, String)>>> {
     let key = rcgen::generate_simple_self_signed(vec!["mx.tlsok.test".to_owned()]).unwrap();
-    let chain = vec![key.cert.der().clone()];
-    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    start_tls_server(ip, port, server_config(key.cert.der().clone(), &key.signing_key))
+}
+
+fn server_config(cert: rustls::pki_types::CertificateDer<'static>, key: &rcgen::KeyPair) -> Arc<rustls::ServerConfig> {
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(chain, private).unwrap(),
-    );
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(vec![cert], private).unwrap(),
+    )
+}
+
+fn start_tls_server(ip: &str, port: u16, config: Arc<rustls::ServerConfig>) -> Arc<Mutex<Vec<(bool, String)>>> {
     let listener = TcpListener::bind((ip, port)).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&got);
@@ -188,7 +194,8 @@ fn serve(mut io: Box<dyn Io>, upgrade: Option<(std::net::TcpStream, Arc<rustls::
             continue;
         }
         match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
-            "EHLO" if tls => w.write_all(b"250-tlsok\r\n250 PIPELINING\r\n")?,
+            "EHLO" if tls => w.write_all(b"250-tlsok\r\n250-AUTH PLAIN\r\n250 PIPELINING\r\n")?,
+            "AUTH" => w.write_all(b"235 2.7.0 ok\r\n")?,
             "EHLO" => w.write_all(b"250-tlsok\r\n250-PIPELINING\r\n250 STARTTLS\r\n")?,
             "STAR" => {
                 let Some((tcp, config)) = upgrade.take() else { return Ok(()) };
@@ -247,7 +254,7 @@ impl LocalDelivery for LocalSink {
 
 #[test]
 fn runner_against_real_peers() {
-    let dir = tmpdir();
+    let dir = tmpdir("peers");
     let (dns_port, smtp_port) = (PORT_BASE, PORT_BASE + 1);
     let _dns = start_dnsmasq(&dir, dns_port);
     let _ok = start_sink("127.0.0.2", smtp_port, &[], &dir.join("ok.dump"));
@@ -414,5 +421,96 @@ fn runner_against_real_peers() {
     let delay = String::from_utf8_lossy(&delays[0].1);
     assert!(delay.contains("Action: delayed") && delay.contains("Will-Retry-Until:"), "{delay}");
     assert!(store.get(QueueId(2)).unwrap().delay_warned);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// DNS from a fixed table (no dnsmasq needed for the smarthost test).
+struct Fixed(Vec<(&'static str, std::net::IpAddr)>);
+
+impl varan_shards::dns::Resolver for Fixed {
+    fn lookup<'a>(&'a self, name: &'a str, kind: varan_shards::dns::QueryKind) -> LocalFuture<'a, Result<varan_shards::dns::Answer, varan_shards::dns::DnsError>> {
+        use varan_shards::dns::{Answer, DnsError, QueryKind, Records};
+        let ips: Vec<_> = self.0.iter().filter(|(n, ip)| *n == name && (kind == QueryKind::A) == ip.is_ipv4() && kind != QueryKind::Mx).map(|(_, ip)| *ip).collect();
+        let answer = if ips.is_empty() { Err(DnsError::NoRecords) } else { Ok(Answer { records: Records::Ips(ips), ttl: Duration::from_secs(60) }) };
+        Box::pin(async move { answer })
+    }
+}
+
+/// `smarthost_tls = "starttls"`: a smarthost whose certificate chains to
+/// `ca_file` gets the message over TLS with AUTH; one whose certificate
+/// does not is never sent the message, not even in plaintext.
+#[test]
+fn smarthost_requires_verified_tls() {
+    let dir = tmpdir("smarthost");
+    let port = PORT_BASE + 2;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["relay.good.test".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let good = start_tls_server("127.0.0.11", port, server_config(leaf.der().clone(), &leaf_key));
+    let rogue = rcgen::generate_simple_self_signed(vec!["relay.rogue.test".to_owned()]).unwrap();
+    let bad = start_tls_server("127.0.0.12", port, server_config(rogue.cert.der().clone(), &rogue.signing_key));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let config = Arc::new(
+        Config::from_toml(&format!(
+            "[server]\nhostname = \"mx.local.test\"\n\
+             [queue]\nretry_initial = \"1s\"\nretry_max = \"1s\"\nscan_interval = \"50ms\"\n\
+             [outbound]\nconnect_timeout = \"2s\"\nsmarthost_tls = \"starttls\"\nca_file = \"{}\"\n\
+             [[domain]]\nname = \"good.test\"\nsmarthost = \"me:secret@relay.good.test:{port}\"\n\
+             [[domain]]\nname = \"rogue.test\"\nsmarthost = \"me:secret@relay.rogue.test:{port}\"\n",
+            dir.join("ca.pem").display()
+        ))
+        .unwrap(),
+    );
+    let store = Arc::new(MemoryQueue::new());
+    let now = outbound::unix_now();
+    let mut a = entry(1, "x@elsewhere.test", now);
+    a.sender = "me@good.test".into();
+    let mut b = entry(2, "y@elsewhere.test", now);
+    b.sender = "me@rogue.test".into();
+    store.enqueue(&a, b"Subject: a\n\nx\n").unwrap();
+    store.enqueue(&b, b"Subject: b\n\ny\n").unwrap();
+    let store_dyn: Arc<dyn QueueStore> = store.clone();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let shutdown = Rc::new(Shutdown::default());
+            let resolver = Fixed(vec![("relay.good.test", "127.0.0.11".parse().unwrap()), ("relay.rogue.test", "127.0.0.12".parse().unwrap())]);
+            let runner = outbound::start(RunnerContext {
+                store: store_dyn.clone(),
+                partition: (0, 1),
+                config: Rc::new(move || Arc::clone(&config)),
+                resolver: Rc::new(resolver),
+                local: None,
+                shutdown: Rc::clone(&shutdown),
+            });
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let rogue_tries = store_dyn.get(QueueId(2)).map(|e| e.attempts).unwrap_or(0);
+                if store_dyn.get(QueueId(1)).is_err() && rogue_tries >= 2 {
+                    break;
+                }
+            }
+            shutdown.trigger();
+            runner.await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+
+    assert!(store.get(QueueId(1)).is_err(), "delivered through the verified smarthost: {:?}", store.get(QueueId(1)));
+    let good = good.lock().unwrap();
+    assert_eq!(good.len(), 1);
+    assert!(good[0].0, "over TLS");
+    let rogue_entry = store.get(QueueId(2)).unwrap();
+    assert!(rogue_entry.attempts >= 2);
+    assert_eq!(rogue_entry.recipients[0].state, RecipientState::Pending, "a TLS failure to a smarthost is temporary");
+    assert!(rogue_entry.recipients[0].last_error.as_deref().unwrap_or("").contains("TLS"), "{rogue_entry:?}");
+    assert!(bad.lock().unwrap().is_empty(), "nothing sent to an unverified smarthost, not even in plaintext");
     let _ = std::fs::remove_dir_all(&dir);
 }
