@@ -322,11 +322,7 @@ async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Ou
         dsns.push((DsnAction::Delayed, pending_indexes(&entry).collect()));
     }
     if pending {
-        let shift = entry.attempts.saturating_sub(1).min(30);
-        let wait = q.retry_initial.saturating_mul(1u32 << shift).min(q.retry_max);
-        // Never sleep past the expiry: the final failure is due then.
-        let expiry = entry.queued_at.saturating_add(q.lifetime.as_secs());
-        entry.next_attempt = (now + wait.as_secs().max(1)).min(expiry.max(now + 1));
+        entry.next_attempt = next_attempt(q, entry.attempts, entry.queued_at, now);
     }
     for (action, indexes) in dsns {
         queue_dsn(env, &entry, action, &indexes, &remote_of, now).await;
@@ -337,6 +333,16 @@ async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Ou
         // NotFound: deleted meanwhile (CLI); it stays deleted.
         tracing::warn!(queue_id = %id, error = %e, "queue entry not written back");
     }
+}
+
+/// When to try again after `attempts` attempts: `retry_initial ·
+/// 2^(attempts−1)` capped at `retry_max`, never before `now + 1 s`, and
+/// never after the expiry (the final failure is due then).
+fn next_attempt(q: &varan_core::config::QueueConfig, attempts: u32, queued_at: u64, now: u64) -> u64 {
+    let shift = attempts.saturating_sub(1).min(30);
+    let wait = q.retry_initial.saturating_mul(1u32 << shift).min(q.retry_max);
+    let expiry = queued_at.saturating_add(q.lifetime.as_secs());
+    now.saturating_add(wait.as_secs().max(1)).min(expiry.max(now + 1))
 }
 
 async fn queue_dsn(env: &Env, entry: &QueueEntry, action: DsnAction, indexes: &[usize], remote_of: &HashMap<usize, String>, now: u64) {
@@ -421,4 +427,30 @@ fn new_queue_id(origin: QueueId) -> QueueId {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     QueueId(z ^ (z >> 31))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use varan_core::config::QueueConfig;
+
+    #[test]
+    fn backoff_doubles_caps_and_stops_at_expiry() {
+        let q = QueueConfig::default(); // 5 min, 1 h, 5 days
+        let t0 = 1_000_000;
+        let waits: Vec<u64> = (1..=6).map(|a| next_attempt(&q, a, t0, t0) - t0).collect();
+        assert_eq!(waits, vec![300, 600, 1200, 2400, 3600, 3600]);
+        assert_eq!(next_attempt(&q, u32::MAX, t0, t0) - t0, 3600, "no overflow");
+        // Ten minutes before expiry: wake up at the expiry, not an hour later.
+        let now = t0 + 5 * 86_400 - 600;
+        assert_eq!(next_attempt(&q, 20, t0, now), t0 + 5 * 86_400);
+        // Past expiry: the next scan (1 s) fails it.
+        assert_eq!(next_attempt(&q, 20, t0, t0 + 6 * 86_400), t0 + 6 * 86_400 + 1);
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        let ids: std::collections::HashSet<u64> = (0..1000).map(|_| new_queue_id(QueueId(7)).0).collect();
+        assert_eq!(ids.len(), 1000);
+    }
 }
