@@ -25,6 +25,7 @@
 //! Store calls run on the blocking pool (the trait may block).
 
 mod deliver;
+pub mod local;
 pub mod transport;
 
 use std::cell::RefCell;
