@@ -136,8 +136,13 @@ pub async fn run(ctx: RunnerContext) {
                     opportunistic: Arc::clone(&opportunistic),
                     verified: verified_for.as_ref().and_then(|(_, v)| v.clone()),
                 });
-                attempt_batch(&ctx, &env, entries, shards).await;
-                Duration::ZERO
+                if attempt_batch(&ctx, &env, entries, shards).await {
+                    Duration::ZERO
+                } else {
+                    // An entry not written back would be due again at once:
+                    // do not hammer its destination in a loop.
+                    STORE_ERROR_PAUSE
+                }
             }
             Ok(_) => {
                 let store = Arc::clone(&ctx.store);
@@ -166,7 +171,8 @@ pub async fn run(ctx: RunnerContext) {
     }
 }
 
-async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEntry>, shards: usize) {
+/// Attempts the entries; false if any could not be written back.
+async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEntry>, shards: usize) -> bool {
     let now = unix_now();
     let config = &env.config;
     let lifetime = config.queue.lifetime.as_secs();
@@ -232,9 +238,11 @@ async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEnt
             }
         }
     }
+    let mut all_written = true;
     for (entry, outcomes) in results {
-        finish_entry(env, entry, outcomes, now).await;
+        all_written &= finish_entry(env, entry, outcomes, now).await;
     }
+    all_written
 }
 
 async fn deliver_local(ctx: &RunnerContext, env: &Env, unit: &Unit) -> Vec<Outcome> {
@@ -278,8 +286,8 @@ fn domain_of(address: &str) -> &str {
 }
 
 /// Applies the outcomes, schedules the next attempt, queues DSNs and
-/// writes the entry back.
-async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Outcome)>, now: u64) {
+/// writes the entry back; false on a store error other than `NotFound`.
+async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Outcome)>, now: u64) -> bool {
     let q = &env.config.queue;
     let mut failed_now = Vec::new();
     let mut relayed_now = Vec::new();
@@ -330,9 +338,14 @@ async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Ou
     }
     let store = Arc::clone(&env.store);
     let id = entry.id;
-    if let Err(e) = blocking(move || store.update(&entry)).await {
-        // NotFound: deleted meanwhile (CLI); it stays deleted.
-        tracing::warn!(queue_id = %id, error = %e, "queue entry not written back");
+    match blocking(move || store.update(&entry)).await {
+        Ok(()) => true,
+        // Deleted meanwhile (CLI): it stays deleted.
+        Err(varan_core::queue::QueueError::NotFound(_)) => true,
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = %e, "queue entry not written back");
+            false
+        }
     }
 }
 
