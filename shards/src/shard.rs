@@ -74,6 +74,26 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
+    /// The context of shard `shard` around its running storage task
+    /// (`main`; tests of code that needs a shard).
+    pub fn new(shard: usize, live: Arc<Live>, shared: Shared, storage: Storage, spool_dir: std::path::PathBuf) -> Self {
+        let Shared { counters, mailstore, imap_cache } = shared;
+        Self {
+            shard,
+            live: RefCell::new(live),
+            counters,
+            storage,
+            spool_dir,
+            shutdown: Rc::new(Shutdown::default()),
+            mailstore,
+            imap_cache,
+            quota_cache: RefCell::new(HashMap::new()),
+            ensured: RefCell::new(std::collections::HashSet::new()),
+            connection_seq: Cell::new(0),
+            active: Cell::new(0),
+        }
+    }
+
     pub fn live(&self) -> Arc<Live> {
         Arc::clone(&self.live.borrow())
     }
@@ -207,20 +227,7 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
             return;
         }
     };
-    let ctx = Rc::new(ShardCtx {
-        shard,
-        live: RefCell::new(Arc::clone(&live)),
-        counters,
-        storage,
-        spool_dir,
-        shutdown: Rc::new(Shutdown::default()),
-        mailstore,
-        imap_cache,
-        quota_cache: RefCell::new(HashMap::new()),
-        ensured: RefCell::new(std::collections::HashSet::new()),
-        connection_seq: Cell::new(0),
-        active: Cell::new(0),
-    });
+    let ctx = Rc::new(ShardCtx::new(shard, Arc::clone(&live), Shared { counters, mailstore, imap_cache }, storage, spool_dir));
     let mut acceptors = Vec::new();
     for (addr, kind) in listeners(&live) {
         match TcpListener::bind(addr) {

@@ -74,3 +74,78 @@ impl LocalDelivery for ShardLocalDelivery {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{Counters, Live};
+    use crate::shard::Shared;
+
+    /// A DSN for a local user lands in the Maildir through the journal,
+    /// with trace headers; an unknown user is a permanent failure; a
+    /// mailbox over quota a temporary one.
+    #[test]
+    fn delivers_through_the_journal() {
+        let dir = std::env::temp_dir().join(format!("varan-local-delivery-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("users.json"),
+            r#"{ "users": [ { "login": "alice", "password": "{PLAIN}x" }, { "login": "full", "password": "{PLAIN}x", "quota_mb": 1 } ], "groups": [] }"#,
+        )
+        .unwrap();
+        let config = varan_core::config::Config::from_toml(&format!(
+            "[server]\nhostname = \"mx.local.test\"\ndata_dir = \"{d}\"\n[storage]\nmaildir_root = \"{d}/mail\"\ncheckpoint_interval = \"20ms\"\njournal_segment_size = 0\n\
+             [[domain]]\nname = \"local.test\"\n[[directory]]\ntype = \"json\"\nname = \"local\"\ndomain = \"local.test\"\npath = \"{d}/users.json\"\n",
+            d = dir.display()
+        ))
+        .unwrap();
+        let root = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let live = Arc::new(Live::build(config).unwrap());
+                let jdir = root.join("journal");
+                std::fs::create_dir_all(jdir.join("spool")).unwrap();
+                std::fs::create_dir_all(root.join("mail")).unwrap();
+                let (journal, _) =
+                    varan_storage::journal::Journal::open_with_options(&jdir, &jdir.join("spool"), varan_storage::journal::JournalOptions { segment_bytes: 0 }).unwrap();
+                let notify: crate::delivery::Notify = Arc::new(|_: &std::path::Path| {});
+                let (storage, task) = crate::delivery::start(journal, &root.join("mail"), std::time::Duration::from_millis(20), 0, notify).unwrap();
+                let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), Default::default()));
+                let imap_cache = Arc::new(varan_protocols::imap::session::SummaryCache::new(1 << 20));
+                let shared = Shared { counters: Arc::new(Counters::default()), mailstore, imap_cache };
+                let ctx = Rc::new(ShardCtx::new(0, Arc::clone(&live), shared, storage, jdir.join("spool")));
+                let local = ShardLocalDelivery { ctx: Rc::clone(&ctx) };
+                local.deliver("alice@local.test", "", b"Subject: report\n\nbody\n".to_vec()).await.unwrap();
+                let unknown = local.deliver("nobody@local.test", "", b"x\n".to_vec()).await;
+                assert!(matches!(&unknown, Err((true, t)) if t.contains("5.1.1")), "{unknown:?}");
+                // Fill `full` past its 1 MB quota, then it is refused for now.
+                local.deliver("full@local.test", "", vec![b'x'; 1 << 20]).await.unwrap();
+                let over = local.deliver("full@local.test", "", b"x\n".to_vec()).await;
+                assert!(matches!(&over, Err((false, t)) if t.contains("4.2.2")), "{over:?}");
+                let new_dir = live.layout.user_dir(&EmailAddress::parse("alice@local.test").unwrap()).join("new");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let text = loop {
+                    let files: Vec<_> = std::fs::read_dir(&new_dir).map(|d| d.filter_map(Result::ok).collect()).unwrap_or_default();
+                    if let Some(f) = files.first() {
+                        break std::fs::read_to_string(f.path()).unwrap();
+                    }
+                    assert!(std::time::Instant::now() < deadline, "no file in {}", new_dir.display());
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                };
+                assert!(text.contains("Subject: report\n\nbody\n"), "{text}");
+                assert!(text.contains("Delivered-To:") || text.contains("Received:"), "trace headers: {text}");
+                drop(local);
+                drop(ctx);
+                let _ = glommio::timer::timeout(std::time::Duration::from_secs(5), async {
+                    task.await;
+                    Ok(())
+                })
+                .await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
