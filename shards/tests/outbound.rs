@@ -51,7 +51,8 @@ fn start_dnsmasq(dir: &Path, port: u16) -> Kill {
          host-record=mx.perm.test,127.0.0.4\nmx-host=perm.test,mx.perm.test,10\n\
          host-record=mx.refused.test,127.0.0.5\nmx-host=refused.test,mx.refused.test,10\n\
          host-record=mx.badtls.test,127.0.0.6\nmx-host=badtls.test,mx.badtls.test,10\n\
-         host-record=mx.tlsok.test,127.0.0.10\nmx-host=tlsok.test,mx.tlsok.test,10\n\
+         host-record=mx.tlsok.test,127.0.0.10\n\
+         host-record=mx.v6.test,::1\nmx-host=v6.test,mx.v6.test,10\nmx-host=tlsok.test,mx.tlsok.test,10\n\
          mx-host=nullmx.test,.,0\n"
     );
     std::fs::write(dir.join("dns.conf"), conf).unwrap();
@@ -264,6 +265,8 @@ fn runner_against_real_peers() {
     // Smarthost for senders of viarelay.test (smtp-sink announces AUTH and
     // takes any credentials).
     let tls_ok = start_good_tls("127.0.0.10", smtp_port);
+    // An MX with only an AAAA record (outbound.source_ipv4 does not apply).
+    let _v6 = start_sink("[::1]", smtp_port, &[], &dir.join("v6.dump"));
     let _relay = start_sink("127.0.0.7", smtp_port, &[], &dir.join("relay.dump"));
     std::thread::sleep(Duration::from_millis(300));
 
@@ -309,6 +312,7 @@ fn runner_against_real_peers() {
     relayed.sender = "max@viarelay.test".into();
     store.enqueue(&relayed, content).unwrap();
     store.enqueue(&entry(13, "nina@tlsok.test", now), content).unwrap();
+    store.enqueue(&entry(14, "otto@v6.test", now), content).unwrap();
     // Expired: queued longer ago than the lifetime.
     let mut old = entry(9, "judy@refused.test", now - 2 * 3600);
     old.attempts = 3;
@@ -336,7 +340,7 @@ fn runner_against_real_peers() {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
                 let temp_attempts = store_dyn.get(QueueId(2)).map(|e| e.attempts).unwrap_or(0);
                 let refused_attempts = store_dyn.get(QueueId(4)).map(|e| e.attempts).unwrap_or(0);
-                let finished = [1u64, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
+                let finished = [1u64, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14].iter().all(|id| store_dyn.get(QueueId(*id)).is_err());
                 if (finished && temp_attempts >= 2 && refused_attempts >= 2) || Instant::now() > deadline {
                     break;
                 }
@@ -377,6 +381,14 @@ fn runner_against_real_peers() {
     let tried = *starttls_tried.lock().unwrap();
     assert!((1..=2).contains(&tried), "each connection tried STARTTLS once, then plaintext: {tried}");
     assert!(store.get(QueueId(10)).is_err());
+    assert!(store.get(QueueId(14)).is_err(), "delivered over IPv6: {:?}", store.get(QueueId(14)));
+    let v6_dump: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("v6.dump"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(v6_dump.contains("Subject: test"), "{v6_dump:?}");
     // STARTTLS that works: the message went over TLS, dot-stuffing undone
     // by the server's reading of the DATA stream.
     assert!(store.get(QueueId(13)).is_err(), "{:?}", store.get(QueueId(13)));
