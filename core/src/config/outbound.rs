@@ -142,7 +142,8 @@ impl Default for OutboundConfig {
 pub struct DnsConfig {
     /// Name servers (`ip:port`); empty = those of /etc/resolv.conf.
     pub servers: Vec<SocketAddr>,
-    /// Per query, all servers and retries included.
+    /// One attempt of a query; a query makes at most two attempts per
+    /// server.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Answers cached per shard (least recently inserted evicted first).
