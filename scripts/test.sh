@@ -2,7 +2,8 @@
 # The one command that runs every Varan test (README: `scripts/test.sh`).
 #
 #   1. installs what the tests need when it is missing (Debian packages: swaks, msmtp,
-#      postfix for the relay test; the IMAP/POP3 clients isync, offlineimap3, fetchmail,
+#      postfix for the relay test and its smtp-sink for shards/tests/outbound.rs;
+#      dnsmasq-base for that test's DNS; the IMAP/POP3 clients isync, offlineimap3, fetchmail,
 #      getmail6, neomutt and dovecot-imapd for test_imap_clients.py; pytest for the
 #      python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
 #      installed when all is present.
@@ -54,7 +55,7 @@ logged() {
 }
 
 # ---------------------------------------------------------------- 1. dependencies
-APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix
+APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix dnsmasq-base
           isync offlineimap3 fetchmail getmail6 neomutt dovecot-core dovecot-imapd)
 # command each package provides (checked first: cheaper than dpkg and catches hand installs)
 pkg_present() {
@@ -62,6 +63,7 @@ pkg_present() {
     swaks) command -v swaks >/dev/null ;;
     msmtp) command -v msmtp >/dev/null ;;
     postfix) command -v postfix >/dev/null && [ -x /usr/lib/postfix/sbin/master ] ;;
+    dnsmasq-base) command -v dnsmasq >/dev/null ;;
     isync) command -v mbsync >/dev/null ;;
     offlineimap3) command -v offlineimap >/dev/null ;;
     fetchmail) command -v fetchmail >/dev/null ;;

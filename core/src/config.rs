@@ -15,6 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod outbound;
+pub use outbound::{caps as outbound_caps, DnsConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
+
 /// Why a configuration was refused. The text names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,6 +43,12 @@ pub struct Config {
     pub storage: StorageConfig,
     pub admin: AdminConfig,
     pub dkim: DkimConfig,
+    /// Outbound queue timing (retries, lifetime, delay warnings).
+    pub queue: QueueConfig,
+    /// Outbound SMTP transport.
+    pub outbound: OutboundConfig,
+    /// Resolver for outbound delivery.
+    pub dns: DnsConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -362,11 +371,15 @@ pub struct DomainConfig {
     /// Extra room for the Trash folder (seed §6.2.5.1.10).
     #[serde(with = "size")]
     pub trash_extra_quota: u64,
+    /// Smarthost for mail whose sender is in this domain (seed
+    /// §6.2.5.1.8): `host:port` or `user:pass@host:port`; empty = the
+    /// global `outbound.smarthost`.
+    pub smarthost: String,
 }
 
 impl Default for DomainConfig {
     fn default() -> Self {
-        Self { name: String::new(), default_quota: 1 << 30, trash_extra_quota: 0 }
+        Self { name: String::new(), default_quota: 1 << 30, trash_extra_quota: 0, smarthost: String::new() }
     }
 }
 
@@ -436,6 +449,16 @@ impl Config {
         let mut masked = self.clone();
         if !masked.admin.password.is_empty() {
             masked.admin.password = "********".into();
+        }
+        let mask = |s: &mut String| {
+            if let Some((creds, host)) = s.rsplit_once('@') {
+                let user = creds.split_once(':').map_or(creds, |(u, _)| u);
+                *s = format!("{user}:********@{host}");
+            }
+        };
+        mask(&mut masked.outbound.smarthost);
+        for d in &mut masked.domains {
+            mask(&mut d.smarthost);
         }
         masked.to_toml()
     }
@@ -523,7 +546,7 @@ impl Config {
                 return Err(invalid("directory.domain", format!("provider {:?} serves {:?}, which is not a [[domain]]", p.name, p.domain)));
             }
         }
-        Ok(())
+        self.validate_outbound()
     }
 
     /// The `[[domain]]` entry of a served domain.

@@ -13,6 +13,7 @@
 //! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING, DSN, STARTTLS, AUTH).
 #![forbid(unsafe_code)]
 
+pub mod dsn;
 pub mod imap;
 pub mod mime;
 pub mod pop3;

@@ -13,9 +13,11 @@
 pub mod auth;
 pub mod conn;
 pub mod delivery;
+pub mod dns;
 pub mod headers;
 pub mod imap;
 pub mod live;
+pub mod outbound;
 pub mod policy;
 pub mod pop3;
 pub mod probe;

@@ -51,6 +51,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
     };
     let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), store_options));
     let imap_cache = Arc::new(varan_protocols::imap::session::SummaryCache::new(live.config.imap.cache_size));
+    let dns = crate::dns::DnsSidecar::start(&live.config.dns)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut controls = Vec::new();
     let mut handles = Vec::new();
@@ -59,12 +60,12 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
         controls.push(tx);
         let placement = if shards <= cpus.len() { Placement::Fixed(cpus[shard]) } else { Placement::Unbound };
         let (live, counters, ready) = (Arc::clone(&live), Arc::clone(&counters), ready_tx.clone());
-        let (mailstore, imap_cache, queue) = (Arc::clone(&mailstore), Arc::clone(&imap_cache), Arc::clone(&queue));
+        let (mailstore, imap_cache, queue, dns) = (Arc::clone(&mailstore), Arc::clone(&imap_cache), Arc::clone(&queue), dns.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(live.config.server.io_memory as usize)
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS))
-            .spawn(move || crate::shard::main(shard, live, crate::shard::Shared { counters, mailstore, imap_cache, queue }, rx, ready))
+            .spawn(move || crate::shard::main((shard, shards), live, crate::shard::Shared { counters, mailstore, imap_cache, queue, dns }, rx, ready))
             .map_err(|e| format!("cannot start shard {shard}: {e}"))?;
         handles.push(handle);
     }

@@ -76,6 +76,27 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
+    /// The context of shard `shard` around its running storage task
+    /// (`main`; tests of code that needs a shard).
+    pub fn new(shard: usize, live: Arc<Live>, shared: Shared, storage: Storage, spool_dir: std::path::PathBuf) -> Self {
+        let Shared { counters, mailstore, imap_cache, queue, dns: _ } = shared;
+        Self {
+            shard,
+            live: RefCell::new(live),
+            counters,
+            storage,
+            spool_dir,
+            shutdown: Rc::new(Shutdown::default()),
+            mailstore,
+            imap_cache,
+            queue,
+            quota_cache: RefCell::new(HashMap::new()),
+            ensured: RefCell::new(std::collections::HashSet::new()),
+            connection_seq: Cell::new(0),
+            active: Cell::new(0),
+        }
+    }
+
     pub fn live(&self) -> Arc<Live> {
         Arc::clone(&self.live.borrow())
     }
@@ -180,10 +201,18 @@ pub struct Shared {
     pub imap_cache: Arc<varan_protocols::imap::session::SummaryCache>,
     /// The outbound queue (`<data_dir>/queue`), shared by every shard.
     pub queue: Arc<varan_storage::FileQueue>,
+    /// The resolver thread for outbound routing, shared by every shard.
+    pub dns: crate::dns::DnsSidecar,
 }
 
 /// The body of one shard's executor. Reports bind results on `ready`.
-pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: futures_channel::mpsc::Receiver<Control>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+pub async fn main(
+    (shard, shards): (usize, usize),
+    live: Arc<Live>,
+    shared: Shared,
+    mut control: futures_channel::mpsc::Receiver<Control>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     let data = &live.config.server.data_dir;
     let dir = data.join("journal").join(format!("shard-{shard}"));
     let options = JournalOptions { segment_bytes: live.config.storage.journal_segment_size };
@@ -201,7 +230,7 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
         }
     };
     let spool_dir = journal.spool_dir().to_path_buf();
-    let Shared { counters, mailstore, imap_cache, queue } = shared;
+    let Shared { counters, mailstore, imap_cache, queue, dns } = shared;
     let store = Arc::clone(&mailstore);
     let notify: delivery::Notify = Arc::new(move |dir: &std::path::Path| store.notify_delivered(dir));
     let (storage, storage_task) = match delivery::start(journal, &live.config.storage.maildir_root, Arc::clone(&queue), live.config.storage.checkpoint_interval, shard, notify) {
@@ -211,21 +240,8 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
             return;
         }
     };
-    let ctx = Rc::new(ShardCtx {
-        shard,
-        live: RefCell::new(Arc::clone(&live)),
-        counters,
-        storage,
-        spool_dir,
-        shutdown: Rc::new(Shutdown::default()),
-        mailstore,
-        imap_cache,
-        queue,
-        quota_cache: RefCell::new(HashMap::new()),
-        ensured: RefCell::new(std::collections::HashSet::new()),
-        connection_seq: Cell::new(0),
-        active: Cell::new(0),
-    });
+    let store: Arc<dyn varan_core::queue::QueueStore> = queue.clone();
+    let ctx = Rc::new(ShardCtx::new(shard, Arc::clone(&live), Shared { counters, mailstore, imap_cache, queue, dns: dns.clone() }, storage, spool_dir));
     let mut acceptors = Vec::new();
     for (addr, kind) in listeners(&live) {
         match TcpListener::bind(addr) {
@@ -237,6 +253,17 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
             }
         }
     }
+    let runner = crate::outbound::start(crate::outbound::RunnerContext {
+        store,
+        partition: (shard, shards),
+        config: Rc::new({
+            let ctx = Rc::clone(&ctx);
+            move || Arc::new(ctx.live().config.clone())
+        }),
+        resolver: Rc::new(crate::dns::CachedResolver::new(dns, &live.config.dns)),
+        local: Some(Rc::new(crate::outbound::local::ShardLocalDelivery { ctx: Rc::clone(&ctx) })),
+        shutdown: Rc::clone(&ctx.shutdown),
+    });
     let _ = ready.send(Ok(()));
     drop(ready);
     while let Some(msg) = control.next().await {
@@ -256,6 +283,11 @@ pub async fn main(shard: usize, live: Arc<Live>, shared: Shared, mut control: fu
     }
     if ctx.active.get() > 0 {
         tracing::warn!(shard, sessions = ctx.active.get(), "closing sessions still open after the shutdown grace period");
+    }
+    // The runner finishes the batch it is sending; what it does not finish
+    // stays queued for the next start.
+    if glommio::timer::timeout(grace.max(Duration::from_secs(1)), async { Ok(runner.await) }).await.is_err() {
+        tracing::warn!(shard, "outbound deliveries still running after the shutdown grace period; they are retried after restart");
     }
     drop(ctx);
     // The storage task ends once every sender is gone; connection tasks

@@ -351,10 +351,15 @@ impl Driver {
             Some(q) if !self.txn.relay.is_empty() => q.to_string(),
             _ => format!("{:X}{:02X}", id, self.ctx.shard),
         };
+        let signature = if self.txn.relay.is_empty() { None } else { self.dkim_signature(&content).await };
         let mut record = self.record(id, &queue_id, content);
         if !self.txn.relay.is_empty() {
             match self.outbound(id) {
-                Some(o) => {
+                Some(mut o) => {
+                    if let Some(header) = signature {
+                        o.body.size += header.len() as u64;
+                        o.prefix.extend_from_slice(&header);
+                    }
                     tracing::info!(queue_id = %o.queue_id, recipients = o.recipients.len(), "queued for outbound delivery");
                     record.outbound = Some(Box::new(o));
                 }
@@ -433,6 +438,43 @@ impl Driver {
             }
         }
         JournalRecord { id, deliveries, content, outbound: None }
+    }
+
+    /// A `DKIM-Signature` header (LF line endings) for relayed mail whose
+    /// From domain, or else envelope sender domain, has a key. Signing
+    /// (about a millisecond of CPU for RSA-2048, plus reading a spooled
+    /// message) runs on the blocking pool. A failure is logged and the
+    /// message goes unsigned rather than refused.
+    async fn dkim_signature(&self, content: &Content) -> Option<Vec<u8>> {
+        if self.live.dkim.is_empty() {
+            return None;
+        }
+        let envelope_domain = self.session.envelope().mail_from.as_ref().map(|a| a.domain().to_ascii_lowercase());
+        let live = Arc::clone(&self.live);
+        let content = content.clone();
+        let signed = glommio::executor()
+            .spawn_blocking(move || {
+                let bytes = match &content {
+                    Content::Inline(b) => std::borrow::Cow::Borrowed(b.as_slice()),
+                    Content::Spooled(path) => std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+                };
+                let from = varan_storage::dkim::from_domain(&bytes);
+                let Some(domain) = live.dkim.signing_domain(from.as_deref(), envelope_domain.as_deref()) else { return Ok(None) };
+                let domain = domain.to_owned();
+                live.dkim.sign(&domain, &bytes).transpose().map(|h| h.map(|h| (domain, h)))
+            })
+            .await;
+        match signed {
+            Ok(Some((domain, header))) => {
+                tracing::debug!(%domain, "DKIM signed");
+                Some(header.replace("\r\n", "\n").into_bytes())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "DKIM signing failed; the message is sent unsigned");
+                None
+            }
+        }
     }
 
     /// The outbound envelope of the relayed recipients (RFC 3461 DSN

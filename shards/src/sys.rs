@@ -104,3 +104,86 @@ pub fn wait_signal(timeout: Duration) -> Option<libc::c_int> {
     let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (rc > 0).then_some(rc)
 }
+
+/// A TCP connection to `dest` from the local address `source` (outbound
+/// delivery's `source_ipv4`/`source_ipv6`): glommio cannot bind before
+/// connecting, so this runs a blocking connect (call it on the blocking
+/// pool) bounded by `timeout`, and returns the connected socket for
+/// [`tcp_stream_from`].
+pub fn connect_from(source: std::net::IpAddr, dest: std::net::SocketAddr, timeout: Duration) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (family, local, remote) = (if dest.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }, socket2_addr(std::net::SocketAddr::new(source, 0)), socket2_addr(dest));
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; OwnedFd closes it on every path.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+    // SAFETY: setsockopt reads exactly one timeval from a valid pointer;
+    // SO_SNDTIMEO bounds a blocking connect(2) on Linux.
+    let rc = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as libc::socklen_t) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (source.is_ipv4()) != dest.is_ipv4() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "source and destination address families differ"));
+    }
+    // SAFETY: `local`/`remote` hold a sockaddr of the stated length.
+    if unsafe { libc::bind(fd, local.0.as_ptr().cast(), local.1) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, remote.0.as_ptr().cast(), remote.1) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EINPROGRESS) { io::Error::new(io::ErrorKind::TimedOut, "connect timed out") } else { e });
+    }
+    // SAFETY: fcntl on our own fd; glommio expects non-blocking sockets.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// A sockaddr_in/sockaddr_in6 in a byte buffer, with its length.
+fn socket2_addr(addr: std::net::SocketAddr) -> ([u8; 28], libc::socklen_t) {
+    let mut buf = [0u8; 28];
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            let n = std::mem::size_of::<libc::sockaddr_in>();
+            // SAFETY: sockaddr_in is plain old data of `n` ≤ 28 bytes.
+            buf[..n].copy_from_slice(unsafe { std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), n) });
+            (buf, n as libc::socklen_t)
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            let n = std::mem::size_of::<libc::sockaddr_in6>();
+            // SAFETY: sockaddr_in6 is plain old data of `n` = 28 bytes.
+            buf[..n].copy_from_slice(unsafe { std::slice::from_raw_parts((&sa as *const libc::sockaddr_in6).cast::<u8>(), n) });
+            (buf, n as libc::socklen_t)
+        }
+    }
+}
+
+/// Hands a connected socket from [`connect_from`] to glommio.
+pub fn tcp_stream_from(fd: std::os::fd::OwnedFd) -> glommio::net::TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the fd is a connected TCP socket we own; ownership moves to
+    // the TcpStream, which closes it.
+    unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}

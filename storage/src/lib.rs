@@ -33,6 +33,7 @@ pub mod maildir;
 pub mod mailstore;
 pub mod password;
 pub mod queue;
+pub mod queue_memory;
 pub mod quota;
 pub mod recovery;
 pub mod spool;

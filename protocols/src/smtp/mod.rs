@@ -34,6 +34,7 @@
 //! commands, each refused; that is the standard behaviour and the error
 //! limit closes the session if the content is long.
 
+pub mod client;
 mod command;
 mod data;
 mod envelope;
