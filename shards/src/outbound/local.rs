@@ -115,10 +115,12 @@ mod tests {
                 let (journal, _) =
                     varan_storage::journal::Journal::open_with_options(&jdir, &jdir.join("spool"), varan_storage::journal::JournalOptions { segment_bytes: 0 }).unwrap();
                 let notify: crate::delivery::Notify = Arc::new(|_: &std::path::Path| {});
-                let (storage, task) = crate::delivery::start(journal, &root.join("mail"), std::time::Duration::from_millis(20), 0, notify).unwrap();
+                let queue = Arc::new(varan_storage::FileQueue::open(&varan_storage::queue_dir(&root)).unwrap());
+                let (storage, task) = crate::delivery::start(journal, &root.join("mail"), Arc::clone(&queue), std::time::Duration::from_millis(20), 0, notify).unwrap();
                 let mailstore = Arc::new(varan_storage::mailstore::MaildirStore::new(live.layout.clone(), Default::default()));
                 let imap_cache = Arc::new(varan_protocols::imap::session::SummaryCache::new(1 << 20));
-                let shared = Shared { counters: Arc::new(Counters::default()), mailstore, imap_cache };
+                let dns = crate::dns::DnsSidecar::start(&live.config.dns).unwrap();
+                let shared = Shared { counters: Arc::new(Counters::default()), mailstore, imap_cache, queue, dns };
                 let ctx = Rc::new(ShardCtx::new(0, Arc::clone(&live), shared, storage, jdir.join("spool")));
                 let local = ShardLocalDelivery { ctx: Rc::clone(&ctx) };
                 local.deliver("alice@local.test", "", b"Subject: report\n\nbody\n".to_vec()).await.unwrap();
