@@ -684,6 +684,9 @@ class Sampler(threading.Thread):
         while not self.stop_ev.is_set():
             r = self.server.rss()
             if r:
+                t0 = getattr(self, "t0", None)
+                if t0 is not None:
+                    r["t"] = round(time.time() - t0, 2)
                 self.samples.append(r)
             self.stop_ev.wait(self.every)
 
@@ -1005,6 +1008,7 @@ def session_measure(args, server, label, cmd, out_json, out_txt, limit, count_fo
     sampler = Sampler(server, 1.0 if isinstance(server, Peer) else 0.25)
     sampler.start()
     t0 = time.time()
+    sampler.t0 = t0
     rc, ru = run_bounded(cmd, out_txt, limit)
     wall = time.time() - t0
     samples = sampler.finish()
@@ -1031,6 +1035,8 @@ def session_measure(args, server, label, cmd, out_json, out_txt, limit, count_fo
         "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "server_alive_after": server.alive(),
         "extra": lt.get("extra"),
+        # (seconds since start, RSS MiB), at most ~200 points: shows ramp vs steady state.
+        "rss_samples": [[s["t"], s["rss_mib"]] for s in samples[::max(1, len(samples) // 200)] if "t" in s],
     }
     if isinstance(server, Peer) and samples:
         res["pss_peak_mib"] = round(max(s.get("pss_mib", 0) for s in samples), 1)
