@@ -15,8 +15,15 @@ Then Varan open loop at half its closed-loop 4 KB/100 delivered rate for
 the latency target (and the peer at half of its own rate, for reference).
 A probe measures the disk and loopback limits in the same run.
 
-Outputs: results-<date>.json, latest.md, throughput.svg, latency.svg in
---out (default docs/performance; with --quick target/compare-quick).
+Then (unless --no-imap; --imap runs only this part) IMAP and POP3: both
+servers seeded with the same users, password form and messages
+(varan-loadtest seed), the mixed IMAP workload at 10/100/1000 clients,
+POP3 at 10, IDLE sessions (10,000 on Varan, 1,000 on Dovecot), server
+CPU and RSS sampled.
+
+Outputs: results-<date>.json, latest.md, throughput.svg, latency.svg,
+imap-results-<date>.json, imap-latest.md, imap.svg in --out (default
+docs/performance; with --quick target/compare-quick).
 """
 
 import argparse
