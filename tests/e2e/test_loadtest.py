@@ -85,6 +85,9 @@ def test_loadtest_imap_pop3_over_tls(varan_factory, tmp_path):
     for cmd in ("LOGIN", "SELECT", "FETCH_META", "FETCH_BODY", "STORE", "APPEND", "EXPUNGE", "LOGOUT"):
         assert mixed["commands"].get(cmd, {}).get("ok", 0) > 0, f"{cmd} never succeeded: {mixed['commands']}"
     assert mixed["bytes_fetched"] > 0
+    plain = go(["imap", "--port", srv.imaps_port, "--clients", 2, "--duration", 10, "--max-ops", 40, "--seeded",
+                IMAP_SEEDED, "--auth-plain"], "imap-plain")
+    assert plain["commands"]["LOGIN"]["ok"] >= 2 and plain["ops"] >= 40
     idle = go(["imap", "--port", srv.imaps_port, "--idle", 20, "--duration", 1], "idle")
     assert idle["extra"]["idle"]["held"] == 20
     pop = go(["pop3", "--port", srv.pop3s_port, "--clients", 3, "--duration", 2], "pop3")
