@@ -15,8 +15,15 @@ Then Varan open loop at half its closed-loop 4 KB/100 delivered rate for
 the latency target (and the peer at half of its own rate, for reference).
 A probe measures the disk and loopback limits in the same run.
 
-Outputs: results-<date>.json, latest.md, throughput.svg, latency.svg in
---out (default docs/performance; with --quick target/compare-quick).
+Then (unless --no-imap; --imap runs only this part) IMAP and POP3: both
+servers seeded with the same users, password form and messages
+(varan-loadtest seed), the mixed IMAP workload at 10/100/1000 clients,
+POP3 at 10, IDLE sessions (10,000 on Varan, 1,000 on Dovecot), server
+CPU and RSS sampled.
+
+Outputs: results-<date>.json, latest.md, throughput.svg, latency.svg,
+imap-results-<date>.json, imap-latest.md, imap.svg in --out (default
+docs/performance; with --quick target/compare-quick).
 """
 
 import argparse
@@ -684,6 +691,9 @@ class Sampler(threading.Thread):
         while not self.stop_ev.is_set():
             r = self.server.rss()
             if r:
+                t0 = getattr(self, "t0", None)
+                if t0 is not None:
+                    r["t"] = round(time.time() - t0, 2)
                 self.samples.append(r)
             self.stop_ev.wait(self.every)
 
@@ -881,6 +891,421 @@ def run_server(args, bin_dir, server, workdir):
                            duration=args.duration * 2)
             half["half_of"] = {"label": HALF_RATE_BASE, "delivered_per_s": rate}
     return {"runs": runs, "half_rate": half}
+
+
+# ---------------------------------------------------------------- IMAP / POP3
+
+IMAP_WORKLOADS = [("imap c10", 10), ("imap c100", 100), ("imap c1000", 1000)]
+POP3_WORKLOADS = [("pop3 c10", 10)]
+TARGET_IMAP_RATIO = 5.0
+TARGET_IDLE_CONNECTIONS = 10_000
+TARGET_IDLE_RSS_MIB = 200.0
+PEER_IMAP_PORT, PEER_POP3_PORT = 1143, 1110
+PEER_DC = "/var/tmp/peers/pfdc/dovecot"
+# Dovecot in "performance mode" serves one IMAP session per imap process:
+# IDLE at 10,000 would need 10,000 processes, so the peer's IDLE run is capped.
+PEER_IDLE_MAX = 1000
+
+
+def imap_ports(server, port_base):
+    if isinstance(server, Varan):
+        return port_base + 143, port_base + 110
+    return PEER_IMAP_PORT, PEER_POP3_PORT
+
+
+def varan_enable_imap(varan, idle):
+    """Plain-text LOGIN on loopback (the peer runs without TLS too) and room
+    for the IDLE connections in the generated varan.toml."""
+    text = read_first(varan.config)
+    room = max(2000, idle + 1000)
+    text = re.sub(r"(?m)^connections_max\s*=.*$", f"connections_max = {room}", text)
+    text = re.sub(r"(?m)^connections_per_ip_max\s*=.*$", f"connections_per_ip_max = {room}", text)
+    text = re.sub(r"(?m)^connections_per_user_max\s*=.*$", f"connections_per_user_max = {room}", text)
+    for section in ("imap", "pop3"):
+        m = re.search(rf"(?m)^\[{section}\]\s*$", text)
+        if not m:
+            raise Abort(f"no [{section}] section in {varan.config}")
+        end = re.search(r"(?m)^\[", text[m.end():])
+        body_end = m.end() + (end.start() if end else len(text) - m.end())
+        body = text[m.end():body_end]
+        if re.search(r"(?m)^auth_without_tls\s*=", body):
+            body = re.sub(r"(?m)^auth_without_tls\s*=.*$", "auth_without_tls = true", body)
+        else:
+            body = "\nauth_without_tls = true" + body
+        text = text[:m.end()] + body + text[body_end:]
+    with open(varan.config, "w") as f:
+        f.write(text)
+    varan.settings["imap_auth_without_tls"] = True
+    varan.settings["connections_max_imap_run"] = room
+
+
+def varan_password_hash(varan):
+    m = re.search(r'(?ms)^\[\[directory\]\].*?^path\s*=\s*"([^"]+)"', read_first(varan.config))
+    db = json.loads(read_first(m.group(1)))
+    return db["users"][0]["password"]
+
+
+def varan_set_password(varan, stored):
+    """Every user of Varan's directory gets the stored password `stored`."""
+    m = re.search(r'(?ms)^\[\[directory\]\].*?^path\s*=\s*"([^"]+)"', read_first(varan.config))
+    db = json.loads(read_first(m.group(1)))
+    for u in db["users"]:
+        u["password"] = stored
+    with open(m.group(1) + ".tmp", "w") as f:
+        json.dump(db, f)
+    os.replace(m.group(1) + ".tmp", m.group(1))
+
+
+def peer_imap_prepare(peer, pw_hash, users):
+    """Gives the Dovecot peer the same accounts as Varan (the same Argon2id
+    PHC hash, Dovecot scheme ARGON2ID), Dovecot's auth cache and enough
+    imap processes for 1,000 clients, then restarts Dovecot (Postfix is not
+    needed for IMAP/POP3 and keeps running)."""
+    scheme_hash = pw_hash if pw_hash.startswith("{") else "{ARGON2ID}" + pw_hash
+    with open(os.path.join(PEER_DC, "users"), "w") as f:
+        for i in range(users):
+            f.write(f"u{i}@bench.test:{scheme_hash}::::::\n")
+    conf_path = os.path.join(PEER_DC, "dovecot.conf")
+    conf = read_first(conf_path)
+    conf = re.sub(r"(?m)^default_process_limit\s*=.*$", "default_process_limit = 1500", conf)
+    conf = re.sub(r"(?m)^default_client_limit\s*=.*$", "default_client_limit = 4000", conf)
+    conf = re.sub(r"(?m)^auth_cache_.*\n", "", conf)
+    conf = conf.replace("passdb {", "auth_cache_size = 10M\nauth_cache_ttl = 1 min\npassdb {", 1)
+    with open(conf_path, "w") as f:
+        f.write(conf)
+    pid_file = os.path.join(PEER_DC, "run", "master.pid")
+    try:
+        pid = int(read_first(pid_file).split()[0])
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        pass
+    run(["dovecot", "-c", conf_path], 60)
+    for _ in range(100):
+        if port_open(PEER_IMAP_PORT) and port_open(PEER_POP3_PORT):
+            return
+        time.sleep(0.1)
+    raise Abort("Dovecot did not come back after the IMAP configuration")
+
+
+def run_bounded(cmd, out_txt, limit):
+    """Runs the load generator, at most `limit` seconds; returns (exit code, rusage)."""
+    with open(out_txt, "w") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=raise_limits)
+        deadline = time.time() + limit
+        status = ru = None
+        while time.time() < deadline:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.05)
+        if not ru:
+            p.kill()
+            _, status, ru = os.wait4(p.pid, 0)
+            log(f"  load generator did not finish within {limit:g} s; killed")
+        return os.waitstatus_to_exitcode(status), ru
+
+
+def session_measure(args, server, label, cmd, out_json, out_txt, limit, count_for_cpu="ops"):
+    cpu0 = server.cpu_s()
+    m0 = machine_cpu()
+    load0 = os.getloadavg()
+    sampler = Sampler(server, 1.0 if isinstance(server, Peer) else 0.25)
+    sampler.start()
+    t0 = time.time()
+    sampler.t0 = t0
+    rc, ru = run_bounded(cmd, out_txt, limit)
+    wall = time.time() - t0
+    samples = sampler.finish()
+    cpu1 = server.cpu_s()
+    m1 = machine_cpu()
+    lt = json.loads(read_first(out_json) or "{}")
+    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    ops = int(lt.get("ops", 0))
+    peak = max((s["rss_mib"] for s in samples if s.get("rss_mib") is not None), default=None)
+    res = {
+        "label": label, "server": server.name, "command": " ".join(cmd), "loadtest_exit": rc,
+        "ops": ops, "ops_per_s": lt.get("ops_per_s"), "elapsed_s": lt.get("elapsed_s"),
+        "protocol_errors": lt.get("protocol_errors"), "io_errors": lt.get("io_errors"), "timeouts": lt.get("timeouts"),
+        "connections": lt.get("connections"), "latency_ms": lt.get("latency_ms"),
+        "commands": {k: {"ok": v.get("ok"), "errors": (v.get("protocol_errors") or 0) + (v.get("io_errors") or 0)
+                         + (v.get("timeouts") or 0), "p50": pct(v.get("latency_ms"), "p50"),
+                         "p99": pct(v.get("latency_ms"), "p99")} for k, v in (lt.get("commands") or {}).items()},
+        "failures": (lt.get("failures") or [])[:10],
+        "server_cpu_s": None if server_cpu is None else round(server_cpu, 2),
+        "server_cpu_ms_per_op": round(server_cpu * 1000 / ops, 4) if server_cpu and ops else None,
+        "loadgen_cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+        "machine_busy_cpu_s": round(m1[0] - m0[0], 2), "wall_s": round(wall, 2),
+        "rss_peak_mib": None if peak is None else round(peak, 1),
+        "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "server_alive_after": server.alive(),
+        "extra": lt.get("extra"),
+        # (seconds since start, RSS MiB), at most ~200 points: shows ramp vs steady state.
+        "rss_samples": [[s["t"], s["rss_mib"]] for s in samples[::max(1, len(samples) // 200)] if "t" in s],
+    }
+    if isinstance(server, Peer) and samples:
+        res["pss_peak_mib"] = round(max(s.get("pss_mib", 0) for s in samples), 1)
+        res["procs_peak"] = max(s.get("procs", 0) for s in samples)
+    lat = res["latency_ms"] or {}
+    log(f"  {label}: {ops} ops, {fmt(res['ops_per_s'])} ops/s, protocol errors {res['protocol_errors']}, io errors "
+        f"{res['io_errors']}, timeouts {res['timeouts']}; p50 {fmt(pct(lat, 'p50'), 2)} p99 {fmt(pct(lat, 'p99'), 2)} ms;"
+        f" cpu s: server {fmt(server_cpu, 1)}, loadgen {res['loadgen_cpu_s']:.1f}; rss peak {fmt(peak, 1)} MiB; "
+        f"load {load0[0]:.2f}")
+    for fl in res["failures"][:3]:
+        log(f"    failure: {fl['count']}× {fl['reason'][:160]}")
+    return res
+
+
+def imap_server(args, bin_dir, server, workdir, port_base):
+    """Seed, mixed IMAP at 10/100/1000 clients, POP3, IDLE; one server."""
+    imap_port, pop3_port = imap_ports(server, port_base)
+    lt = os.path.join(bin_dir, "varan-loadtest")
+    tag = server.name.replace("+", "-")
+    common = ["--host", "127.0.0.1", "--users", str(args.imap_users), "--user-prefix", "u", "--domain", "bench.test",
+              "--password", "pw", "--timeout", "30", "--seed", "42", "--threads", str(args.loadgen_threads)]
+    res = {"runs": [], "pop3": [], "idle": None}
+    # Seed.
+    out = os.path.join(workdir, f"{tag}-imap-seed.json")
+    cmd = [lt, "seed", "--port", str(imap_port), "--messages", str(args.imap_messages), "--size", "4096",
+           "--concurrency", "8", "--quiet", "--json", out] + common
+    log(f"{server.name}: seeding {args.imap_users} users x {args.imap_messages} messages over IMAP APPEND")
+    t0 = time.time()
+    rc, text = run(cmd, 900, check=False)
+    seed = json.loads(read_first(out) or "{}")
+    res["seed"] = {"exit": rc, "appended": (seed.get("extra") or {}).get("appended"), "s": round(time.time() - t0, 2),
+                   "protocol_errors": seed.get("protocol_errors"), "io_errors": seed.get("io_errors"),
+                   "append_ops_per_s": (seed.get("commands") or {}).get("APPEND", {}).get("ops_per_s")}
+    log(f"  seeded: {res['seed']}")
+    if rc != 0:
+        raise Abort(f"{server.name}: seeding failed (rc {rc}):\n{text[-1500:]}")
+    os.sync()
+    for label, clients in IMAP_WORKLOADS:
+        if args.quick and clients > 100:
+            continue
+        busy, waited = quiet_wait(min(args.quiet_wait, 20.0))
+        out = os.path.join(workdir, f"{tag}-{label.replace(' ', '-')}.json")
+        cmd = [lt, "imap", "--port", str(imap_port), "--clients", str(clients), "--duration", str(args.imap_duration),
+               "--seeded", str(args.imap_messages), "--quiet", "--json", out] + common
+        log(f"{server.name}: {label} mixed workload for {args.imap_duration:g} s")
+        r = session_measure(args, server, label, cmd, out, out[:-5] + ".txt", args.imap_duration + 120)
+        r["cpus_busy_before"], r["quiet_wait_s"] = busy, waited
+        res["runs"].append(r)
+    for label, clients in POP3_WORKLOADS:
+        out = os.path.join(workdir, f"{tag}-{label.replace(' ', '-')}.json")
+        cmd = [lt, "pop3", "--port", str(pop3_port), "--clients", str(clients), "--duration",
+               str(args.imap_duration), "--retr", "3", "--quiet", "--json", out] + common
+        log(f"{server.name}: {label} retrieval for {args.imap_duration:g} s")
+        res["pop3"].append(session_measure(args, server, label, cmd, out, out[:-5] + ".txt", args.imap_duration + 120))
+    n_idle = args.idle if isinstance(server, Varan) else min(args.idle, PEER_IDLE_MAX)
+    if n_idle > 0:
+        out = os.path.join(workdir, f"{tag}-imap-idle.json")
+        cmd = [lt, "imap", "--port", str(imap_port), "--idle", str(n_idle), "--duration", str(args.idle_hold),
+               "--idle-parallel", "64", "--idle-ramp-limit", "300", "--quiet", "--json", out] + common
+        log(f"{server.name}: {n_idle} IDLE sessions held {args.idle_hold:g} s")
+        rss_before = server.rss()
+        r = session_measure(args, server, f"idle {n_idle}", cmd, out, out[:-5] + ".txt", args.idle_hold + 420)
+        r["rss_before"] = rss_before
+        r["idle"] = (r.get("extra") or {}).get("idle")
+        log(f"  idle: {r['idle']}")
+        res["idle"] = r
+    return res
+
+
+def imap_main(args, bin_dir, workdir, runs_dir, machine, started, out_dir):
+    """The IMAP/POP3 part of a run: Varan, then (unless --varan-only) Dovecot."""
+    t0 = time.time()
+    varan = Varan(bin_dir, workdir, args.port_base)
+    varan.setup(args.port_base)
+    varan_enable_imap(varan, args.idle)
+    if args.imap_password_scheme == "plain":
+        pw_hash = "{PLAIN}pw"
+        varan_set_password(varan, pw_hash)
+        password_note = "scheme PLAIN ({PLAIN}pw) on both servers, as the peer script's default"
+    else:
+        pw_hash = varan_password_hash(varan)
+        password_note = "the same Argon2id PHC hash for every user on both servers (Dovecot scheme ARGON2ID)"
+    peer = None
+    try:
+        varan.start()
+        varan_res = imap_server(args, bin_dir, varan, runs_dir, args.port_base)
+        varan_res["log_events"] = varan.log_events()
+        varan.stop()
+        peer_res, pv = None, "skipped"
+        if not args.varan_only and os.access(PEER_SCRIPT, os.X_OK) and os.geteuid() == 0:
+            peer = Peer(PEER_SCRIPT)
+            peer.start()
+            pv = peer_versions()
+            peer.reset()
+            peer_imap_prepare(peer, pw_hash, args.imap_users)
+            peer_res = imap_server(args, bin_dir, peer, runs_dir, args.port_base)
+        elif not args.varan_only:
+            log("IMAP: the Dovecot peer is not available (script missing or not root): Varan only")
+    finally:
+        varan.stop()
+        if peer:
+            try:
+                peer.stop()
+            except Abort as e:
+                log(f"stopping the peer failed: {e}")
+    results = {
+        "schema": 1, "tool": "benches/compare.sh (IMAP/POP3)",
+        "command": " ".join(["benches/compare.sh"] + sys.argv[1:]),
+        "mode": "quick" if args.quick else "full", "started": started.isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - t0, 1), "machine": machine, "peer_versions": pv, "git": git_info(),
+        "config": {"users": args.imap_users, "messages_per_user": args.imap_messages, "duration_s": args.imap_duration,
+                   "idle": args.idle, "idle_hold_s": args.idle_hold, "peer_idle_max": PEER_IDLE_MAX,
+                   "loadgen_threads": args.loadgen_threads,
+                   "password": password_note,
+                   "peer_tuning": "DOVECOT_PERF=1 (login processes serve many clients, imap processes reused, "
+                                  "pre-forked) + auth_cache_size=10M, auth_cache_ttl=1 min, process limit 1500",
+                   "varan_settings": varan.settings},
+        "varan": varan_res, "peer": peer_res,
+    }
+    results["ratios_varan_over_peer"] = {}
+    if peer_res:
+        P = {r["label"]: r for r in peer_res["runs"] + peer_res["pop3"]}
+        for r in varan_res["runs"] + varan_res["pop3"]:
+            p = P.get(r["label"])
+            if p:
+                results["ratios_varan_over_peer"][r["label"]] = {
+                    "ops_per_s": ratio(r["ops_per_s"], p["ops_per_s"]),
+                    "p99_latency": ratio(pct(r["latency_ms"], "p99"), pct(p["latency_ms"], "p99")),
+                    "cpu_per_op": ratio(r["server_cpu_ms_per_op"], p["server_cpu_ms_per_op"]),
+                    "rss_peak": ratio(r["rss_peak_mib"], p["rss_peak_mib"]),
+                }
+    results["targets"] = imap_targets(results)
+    stamp = started.strftime("%Y-%m-%d")
+    jpath = write_imap_reports(results, out_dir, stamp)
+    log(f"wrote {jpath}, {os.path.join(out_dir, 'imap-latest.md')}, imap.svg")
+    for t in results["targets"]:
+        log(f"target: {t['target']}: {t['measured']} -> {t['met']}")
+    return results
+
+
+def imap_exit(results):
+    """1 when any of Varan's IMAP/POP3 load runs (or the seeding) failed:
+    protocol errors, I/O errors, timeouts, IDLE sessions dropped."""
+    V = results["varan"]
+    bad = [r["label"] for r in V["runs"] + V["pop3"] + ([V["idle"]] if V.get("idle") else []) if r["loadtest_exit"] != 0]
+    if V["seed"]["exit"] != 0:
+        bad.append("seed")
+    if bad:
+        log(f"Varan IMAP/POP3 runs with failures: {', '.join(bad)}")
+        return 1
+    return 0
+
+
+def imap_targets(results):
+    out = []
+    V = {r["label"]: r for r in results["varan"]["runs"]}
+    R = results.get("ratios_varan_over_peer") or {}
+    for label in ("imap c10", "imap c100"):
+        v = V.get(label)
+        if not v:
+            continue
+        rr = (R.get(label) or {}).get("ops_per_s")
+        out.append({"target": f"{label}: >= {TARGET_IMAP_RATIO:g}x Dovecot ops/s",
+                    "measured": f"{fmt(v['ops_per_s'])} ops/s, ratio {fmt(rr, 2)}" if rr else
+                    f"{fmt(v['ops_per_s'])} ops/s (no peer in this run)",
+                    "met": None if rr is None else rr >= TARGET_IMAP_RATIO})
+    errs = sum((r.get("protocol_errors") or 0) for r in results["varan"]["runs"] + results["varan"]["pop3"])
+    out.append({"target": "zero protocol errors (Varan, all IMAP/POP3 runs)", "measured": str(errs), "met": errs == 0})
+    idle = results["varan"].get("idle")
+    if idle and idle.get("idle"):
+        i = idle["idle"]
+        peak = idle.get("rss_peak_mib")
+        ok = i.get("held") == i.get("requested") and peak is not None and peak < TARGET_IDLE_RSS_MIB
+        if i.get("requested", 0) < TARGET_IDLE_CONNECTIONS:
+            ok = None  # a smaller (--quick) run cannot show the target
+        out.append({"target": f"{TARGET_IDLE_CONNECTIONS:,} IDLE connections in < {TARGET_IDLE_RSS_MIB:g} MB RSS",
+                    "measured": f"{i.get('held')} of {i.get('requested')} held {i.get('hold_s')} s, "
+                                f"peak RSS {fmt(peak, 1)} MiB",
+                    "met": ok})
+    return out
+
+
+def write_imap_reports(results, out_dir, stamp):
+    os.makedirs(out_dir, exist_ok=True)
+    jpath = os.path.join(out_dir, f"imap-results-{stamp}.json")
+    with open(jpath, "w") as f:
+        json.dump(results, f, indent=1)
+    V = results["varan"]
+    P = results.get("peer") or {"runs": [], "pop3": [], "idle": None}
+    labels = [r["label"] for r in V["runs"] + V["pop3"]]
+    VD = {r["label"]: r for r in V["runs"] + V["pop3"]}
+    PD = {r["label"]: r for r in P["runs"] + P["pop3"]}
+    series, vals = ["Varan"], [[VD[l].get("ops_per_s") for l in labels]]
+    if PD:
+        series.append("Dovecot")
+        vals.append([PD.get(l, {}).get("ops_per_s") for l in labels])
+    svg_chart(os.path.join(out_dir, "imap.svg"), "IMAP mixed workload and POP3 retrieval: operations per second",
+              labels, series, vals, "operations/s", log_y=True, xlabel="workload (clients)")
+    m = results["machine"]
+    L = []
+    L.append("# IMAP and POP3: Varan vs Dovecot (latest run)\n")
+    L.append(f"Generated by `{results['command']}` on {results['started']} ({results['mode']} mode, "
+             f"{results['wall_s']:.0f} s). Machine: {m.get('nproc')} CPUs, load average at start "
+             f"{' '.join(m.get('loadavg_at_start', []))}. Peer: {results['peer_versions']}.\n")
+    c = results["config"]
+    L.append(f"Workload: {c['users']} users, each seeded with {c['messages_per_user']} messages (~4 KB, every third "
+             f"multipart/mixed with an attachment) by IMAP APPEND of identical bytes on both servers; "
+             f"{c['duration_s']:g} s per run, closed loop. Each client: LOGIN, SELECT INBOX, then 50-150 commands "
+             f"of the weighted mix LIST 5, STATUS 10, SELECT 10, FETCH 1-5 messages (UID FLAGS ENVELOPE "
+             f"BODYSTRUCTURE) 20, FETCH 1-3 BODY.PEEK[] 15, STORE ±FLAGS 15, APPEND 13, UID STORE \\Deleted + "
+             f"EXPUNGE of its own appended messages 12; then LOGOUT and a new connection. Every tagged response "
+             f"is checked (NO/BAD/BYE/garbage = protocol error). An operation is one successful tagged command "
+             f"(connection setup excluded). Passwords: {c['password']}. Dovecot: {c['peer_tuning']}.\n")
+    L.append("## Results\n")
+    L.append("| workload | Varan ops/s | Dovecot ops/s | ratio | Varan p50 / p99 ms | Dovecot p50 / p99 ms | "
+             "Varan CPU ms/op | Dovecot CPU ms/op | Varan RSS peak MiB | Dovecot RSS peak MiB | "
+             "protocol errors V / D | load avg before (V / D) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    R = results.get("ratios_varan_over_peer") or {}
+    for l in labels:
+        v, p = VD[l], PD.get(l, {})
+        vl, pl = v.get("latency_ms") or {}, p.get("latency_ms") or {}
+        L.append(f"| {l} | {fmt(v.get('ops_per_s'))} | {fmt(p.get('ops_per_s'))} | "
+                 f"{fmt((R.get(l) or {}).get('ops_per_s'), 2)} | {fmt(pct(vl, 'p50'), 2)} / {fmt(pct(vl, 'p99'), 2)} | "
+                 f"{fmt(pct(pl, 'p50'), 2)} / {fmt(pct(pl, 'p99'), 2)} | {fmt(v.get('server_cpu_ms_per_op'), 3)} | "
+                 f"{fmt(p.get('server_cpu_ms_per_op'), 3)} | {fmt(v.get('rss_peak_mib'), 1)} | "
+                 f"{fmt(p.get('rss_peak_mib'), 1)} | {v.get('protocol_errors')} / {p.get('protocol_errors', '-')} | "
+                 f"{(v.get('loadavg_before') or ['-'])[0]} / {(p.get('loadavg_before') or ['-'])[0]} |")
+    L.append("\n![IMAP/POP3 operations per second](imap.svg)\n")
+    L.append("## IDLE\n")
+    L.append("| server | sessions requested | in IDLE | held to the end (DONE → OK) | ramp s | hold s | "
+             "RSS before MiB | RSS peak MiB |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for name, D in (("Varan", V), ("Dovecot", P)):
+        r = D.get("idle")
+        if not r or not r.get("idle"):
+            continue
+        i = r["idle"]
+        rb = (r.get("rss_before") or {}).get("rss_mib")
+        L.append(f"| {name} | {i.get('requested')} | {i.get('established')} | {i.get('held')} | {i.get('ramp_s')} | "
+                 f"{i.get('hold_s')} | {fmt(rb, 1)} | {fmt(r.get('rss_peak_mib'), 1)} |")
+    if P.get("idle"):
+        L.append(f"\nDovecot's IDLE run is capped at {c['peer_idle_max']:,} sessions: it serves each IMAP session "
+                 f"from its own imap process, so 10,000 would need 10,000 processes.\n")
+    L.append("\n## Targets\n")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for t in results["targets"]:
+        L.append(f"| {t['target']} | {t['measured']} | {'-' if t['met'] is None else ('yes' if t['met'] else '**no**')} |")
+    L.append("\n## Per-command latency (Varan, ms)\n")
+    for r in V["runs"]:
+        L.append(f"- {r['label']}: " + ", ".join(f"{k} {v['ok']} ok p50 {fmt(v['p50'], 2)} p99 {fmt(v['p99'], 2)}"
+                                                 for k, v in sorted(r["commands"].items())))
+    if P["runs"]:
+        L.append("\n## Per-command latency (Dovecot, ms)\n")
+        for r in P["runs"]:
+            L.append(f"- {r['label']}: " + ", ".join(f"{k} {v['ok']} ok p50 {fmt(v['p50'], 2)} p99 {fmt(v['p99'], 2)}"
+                                                     for k, v in sorted(r["commands"].items())))
+    L.append(f"\nRaw data: [{os.path.basename(jpath)}]({os.path.basename(jpath)}).\n")
+    with open(os.path.join(out_dir, "imap-latest.md"), "w") as f:
+        f.write("\n".join(L))
+    return jpath
 
 
 # ---------------------------------------------------------------- reports
@@ -1252,6 +1677,16 @@ def main():
     ap.add_argument("--out", help="output directory (default docs/performance; --quick: target/compare-quick)")
     ap.add_argument("--rebuild", action="store_true", help="run cargo build --release even if the binaries exist")
     ap.add_argument("--keep", action="store_true", help="keep --workdir (logs, loadtest reports) at the end")
+    ap.add_argument("--imap", action="store_true", help="run only the IMAP/POP3 comparison (skip SMTP)")
+    ap.add_argument("--no-imap", action="store_true", help="skip the IMAP/POP3 comparison")
+    ap.add_argument("--imap-duration", type=float, help="seconds per IMAP/POP3 run (default 20, --quick 5)")
+    ap.add_argument("--imap-users", type=int, help="IMAP users (default 100, --quick 20)")
+    ap.add_argument("--imap-messages", type=int, help="messages seeded per user (default 20, --quick 10)")
+    ap.add_argument("--idle", type=int, help="IDLE sessions held on Varan (default 10000, --quick 500; 0 = skip)")
+    ap.add_argument("--imap-password-scheme", choices=["plain", "argon2id"], default="plain",
+                    help="stored password form on both servers for the IMAP/POP3 runs (default plain, as the peer "
+                         "script; argon2id: Varan's own hash, Dovecot scheme ARGON2ID)")
+    ap.add_argument("--idle-hold", type=float, help="seconds the IDLE sessions are held (default 20, --quick 3)")
     ap.add_argument("--report-only", metavar="RESULTS_JSON", help="only rewrite latest.md and the plots (in --out or "
                     "the JSON's directory) from an existing results file")
     args = ap.parse_args()
@@ -1270,6 +1705,14 @@ def main():
         args.quiet_wait = 0.0 if args.quick else 60.0
     if args.e2e_timeout is None:
         args.e2e_timeout = 60.0 if args.quick else 120.0
+    if args.imap and args.no_imap:
+        ap.error("--imap and --no-imap exclude each other")
+    for key, full, quick in (("imap_duration", 20.0, 5.0), ("imap_users", 100, 20), ("imap_messages", 20, 10),
+                             ("idle", 10_000, 500), ("idle_hold", 20.0, 3.0)):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    if args.imap_duration <= 0 or args.imap_users < 1 or args.imap_messages < 1 or args.idle < 0 or args.idle_hold <= 0:
+        ap.error("IMAP durations, users and messages must be positive")
     if args.duration <= 0 or args.e2e_timeout <= 0 or args.per_connection < 1:
         ap.error("durations and --per-connection must be positive")
     if args.out:
@@ -1316,6 +1759,9 @@ def main():
                 f"{pr['loopback_tcp_one_stream']['mb_per_s']:.0f} MB/s")
         runs_dir = os.path.join(workdir, "runs")
         os.makedirs(runs_dir, exist_ok=True)
+        if args.imap:
+            imap_res = imap_main(args, bin_dir, workdir, runs_dir, machine, started, out_dir)
+            return imap_exit(imap_res)
 
         varan = Varan(bin_dir, workdir, args.port_base)
         varan.setup(args.port_base)
@@ -1383,6 +1829,9 @@ def main():
             log(f"target: {t['target']}: {t['measured']} -> {t['met']}")
         for n in results["notes"]:
             log(f"note: {n}")
+        if not args.no_imap:
+            imap_res = imap_main(args, bin_dir, workdir, runs_dir, machine, started, out_dir)
+            return imap_exit(imap_res)
         return 0
     except Abort as e:
         log(f"ABORT: {e}")

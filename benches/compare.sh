@@ -4,7 +4,9 @@
 # and the machine's physical limits. Writes docs/performance/results-<date>.json,
 # docs/performance/latest.md and SVG plots. See docs/performance.md.
 #
-#   benches/compare.sh                 full set (~10 min)
+#   benches/compare.sh                 full set (~10 min SMTP + ~5.5 min IMAP/POP3)
+#   benches/compare.sh --imap          only IMAP/POP3 (mixed IMAP at 10/100/1000 clients, POP3, 10,000 IDLE)
+#   benches/compare.sh --no-imap       only SMTP
 #   benches/compare.sh --quick         CI smoke (~1-2 min; writes to target/compare-quick/)
 #   benches/compare.sh --varan-only    skip the Postfix+Dovecot peer
 #   benches/compare.sh --help          all options

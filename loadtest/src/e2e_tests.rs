@@ -236,6 +236,7 @@ fn parse_args(addr: SocketAddr, extra: &[&str]) -> super::SmtpArgs {
     let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
     match cli.command {
         Command::Smtp(args) => *args,
+        other => panic!("expected the smtp subcommand, got {other:?}"),
     }
 }
 

@@ -7,7 +7,10 @@
 //! Exit status: 0 when every attempted message was accepted, 1 when any was
 //! not (or the run was interrupted), 2 on usage errors.
 
+mod imap;
 mod message;
+mod ops;
+mod pop3;
 mod report;
 mod run;
 mod smtp;
@@ -53,6 +56,12 @@ struct Cli {
 enum Command {
     /// Send messages over SMTP and report throughput and latency.
     Smtp(Box<SmtpArgs>),
+    /// Populate users' INBOXes over IMAP APPEND with deterministic MIME messages.
+    Seed(Box<SeedArgs>),
+    /// IMAP mixed closed-loop workload, or with --idle N hold N IDLE sessions.
+    Imap(Box<ImapArgs>),
+    /// POP3 retrieval workload: login, STAT, LIST, UIDL, RETR, QUIT.
+    Pop3(Box<Pop3Args>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,6 +141,121 @@ struct SmtpArgs {
     seed: Option<u64>,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+/// Connection and account options of the session protocols (IMAP, POP3).
+#[derive(Args, Debug, Clone)]
+struct SessionArgs {
+    /// Server host name or IP address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port (default 143 for IMAP, 110 for POP3; 993/995 with --tls).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Implicit TLS from the first byte (IMAPS/POP3S).
+    #[arg(long)]
+    tls: bool,
+    /// Verify the server certificate against the system trust store (and --tls-ca).
+    #[arg(long, requires = "tls")]
+    tls_verify: bool,
+    /// Extra PEM CA certificates to trust with --tls-verify.
+    #[arg(long, requires = "tls_verify", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Number of users; client i logs in as user first_user + i % users.
+    #[arg(long, default_value_t = 100, value_parser = value_parser!(u64).range(1..))]
+    users: u64,
+    /// First user number.
+    #[arg(long, default_value_t = 0)]
+    first_user: u64,
+    /// Login names are {prefix}{i}@{domain} ({prefix}{i} with --domain "").
+    #[arg(long, default_value = "u", value_parser = parse_user_prefix)]
+    user_prefix: String,
+    #[arg(long, default_value = "bench.test", value_parser = parse_login_domain)]
+    domain: String,
+    /// Password of every user.
+    #[arg(long, default_value = "pw", value_parser = parse_password)]
+    password: String,
+    /// IMAP: log in with AUTHENTICATE PLAIN instead of LOGIN.
+    #[arg(long)]
+    auth_plain: bool,
+    /// Timeout for each connect, TLS handshake, write and response, in seconds.
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    timeout: Duration,
+    /// Seed for the clients' random choices (random if not given).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SeedArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Messages per user (only the missing ones are appended).
+    #[arg(long, default_value_t = 20, value_parser = value_parser!(u64).range(1..=1_000_000))]
+    messages: u64,
+    /// Approximate message size in bytes (suffixes k, M).
+    #[arg(long, default_value = "4096", value_parser = parse_size, value_name = "BYTES")]
+    size: u64,
+    /// Users seeded in parallel.
+    #[arg(long, default_value_t = 8, value_parser = value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ImapArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Concurrent clients (closed loop).
+    #[arg(long, default_value_t = 10, value_parser = value_parser!(u32).range(1..=1_000_000))]
+    clients: u32,
+    /// Run length in seconds (IDLE: hold time after all sessions are in IDLE).
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    duration: Duration,
+    /// Also stop after this many operations.
+    #[arg(long, value_parser = value_parser!(u64).range(1..))]
+    max_ops: Option<u64>,
+    /// Messages each user was seeded with (FETCH/STORE touch only these).
+    #[arg(long, default_value_t = 20, value_parser = value_parser!(u32).range(1..))]
+    seeded: u32,
+    /// Fewest commands per session before LOGOUT and re-login.
+    #[arg(long, default_value_t = 50, value_parser = value_parser!(u32).range(1..))]
+    session_min: u32,
+    /// Most commands per session before LOGOUT and re-login.
+    #[arg(long, default_value_t = 150, value_parser = value_parser!(u32).range(1..))]
+    session_max: u32,
+    /// Size of APPENDed messages in bytes.
+    #[arg(long, default_value = "4096", value_parser = parse_size, value_name = "BYTES")]
+    size: u64,
+    /// Instead of the mixed workload: open N sessions, put each into IDLE,
+    /// hold them for --duration seconds, then DONE.
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..=1_000_000))]
+    idle: Option<u64>,
+    /// IDLE: logins in flight at once while ramping up.
+    #[arg(long, default_value_t = 64, value_parser = value_parser!(u32).range(1..=100_000))]
+    idle_parallel: u32,
+    /// IDLE: give up ramping after this many seconds and hold what is open.
+    #[arg(long, default_value = "600", value_parser = parse_secs, value_name = "SECS")]
+    idle_ramp_limit: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Pop3Args {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Concurrent clients (closed loop).
+    #[arg(long, default_value_t = 10, value_parser = value_parser!(u32).range(1..=1_000_000))]
+    clients: u32,
+    /// Run length in seconds.
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    duration: Duration,
+    /// Also stop after this many operations.
+    #[arg(long, value_parser = value_parser!(u64).range(1..))]
+    max_ops: Option<u64>,
+    /// Messages retrieved (RETR) per session.
+    #[arg(long, default_value_t = 3, value_parser = value_parser!(u32).range(0..=10_000))]
+    retr: u32,
 }
 
 /// Output options shared by all protocol modes.
@@ -232,6 +356,193 @@ fn parse_auth(s: &str) -> Result<Credentials, String> {
     match s.split_once(':') {
         Some((user, pass)) if !user.is_empty() && !s.contains('\0') => Ok(Credentials { user: user.to_owned(), pass: pass.to_owned() }),
         _ => Err("expected USER:PASS".to_owned()),
+    }
+}
+
+fn parse_login_domain(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Ok(String::new())
+    } else {
+        parse_domain(s)
+    }
+}
+
+fn parse_password(s: &str) -> Result<String, String> {
+    if s.bytes().any(|b| b.is_ascii_control()) || s.len() > 256 {
+        return Err("password must be printable and at most 256 bytes".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+enum Mode<'a> {
+    Seed(&'a SeedArgs),
+    Imap(&'a ImapArgs),
+    Pop3(&'a Pop3Args),
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (IDLE and 1,000-client
+/// runs need one descriptor per connection); returns the new soft limit.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+fn session_target(s: &SessionArgs, default_port: u16, tls_port: u16) -> Result<imap::conn::Target, String> {
+    let port = s.port.unwrap_or(if s.tls { tls_port } else { default_port });
+    let addr = resolve(&s.host, port)?;
+    let tls = if s.tls {
+        let bare = s.host.trim_start_matches('[').trim_end_matches(']');
+        let name = if s.tls_verify { tls::server_name(bare) } else { tls::server_name(bare).or_else(|_| tls::server_name("localhost")) }.map_err(|e| e.to_string())?;
+        Some((tls::connector(s.tls_verify, s.tls_ca.as_deref()).map_err(|e| e.to_string())?, name))
+    } else {
+        None
+    };
+    Ok(imap::conn::Target { addr, tls, timeout: s.timeout })
+}
+
+fn accounts(s: &SessionArgs) -> imap::Accounts {
+    imap::Accounts {
+        user_prefix: s.user_prefix.clone(),
+        domain: s.domain.clone(),
+        first_user: s.first_user,
+        users: s.users,
+        password: s.password.clone(),
+        auth: if s.auth_plain { imap::AuthMode::Plain } else { imap::AuthMode::Login },
+    }
+}
+
+fn session_config(s: &SessionArgs, port: u16, threads: u16, seed: u64) -> serde_json::Value {
+    json!({
+        "host": s.host, "port": port, "tls": s.tls, "tls_verify": s.tls_verify, "users": s.users,
+        "first_user": s.first_user, "user_prefix": s.user_prefix, "domain": s.domain,
+        "auth": if s.auth_plain { "authenticate-plain" } else { "login" },
+        "timeout_s": s.timeout.as_secs_f64(), "threads": threads, "seed": seed,
+    })
+}
+
+fn seed_factory(size: u64, s: &SessionArgs, seed: u64, token: &str) -> Result<message::MessageFactory, String> {
+    let spec = MessageSpec {
+        size: usize::try_from(size).map_err(|e| e.to_string())?,
+        from: "loadtest@loadtest.invalid".to_owned(),
+        users: s.users,
+        user_prefix: s.user_prefix.clone(),
+        domain: if s.domain.is_empty() { "bench.test".to_owned() } else { s.domain.clone() },
+        rcpts_per_message: 1,
+        seed,
+    };
+    Ok(MessageFactory::new(spec, token.to_owned()))
+}
+
+/// `seed`, `imap` and `pop3`: run, print, write JSON/CSV. Exit status 0
+/// only when something was done and nothing failed.
+fn session_main(mode: Mode<'_>, threads: u16) -> ExitCode {
+    let (s, default_port, tls_port) = match &mode {
+        Mode::Seed(a) => (&a.session, 143, 993),
+        Mode::Imap(a) => (&a.session, 143, 993),
+        Mode::Pop3(a) => (&a.session, 110, 995),
+    };
+    if let Mode::Imap(a) = &mode {
+        if a.session_min > a.session_max {
+            usage_error("--session-min must not exceed --session-max");
+        }
+    }
+    let target = session_target(s, default_port, tls_port).unwrap_or_else(|e| usage_error(&e));
+    let json_out = create_output(s.output.json.as_ref()).unwrap_or_else(|e| usage_error(&e));
+    let csv_out = create_output(s.output.csv.as_ref()).unwrap_or_else(|e| usage_error(&e));
+    let nofile = raise_open_files_limit();
+    let seed = s.seed.unwrap_or_else(rand::random);
+    let mut config = session_config(s, target.addr.port(), threads, seed);
+    config["open_files_limit"] = json!(nofile);
+    let acc = accounts(s);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(usize::from(threads)).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("varan-loadtest: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (name, headline, stats, elapsed, extra, ok) = match mode {
+        Mode::Seed(a) => {
+            // Fixed generator seed and token: identical messages on every server.
+            let factory = std::sync::Arc::new(seed_factory(a.size, s, 1, "varan-loadtest-seed").unwrap_or_else(|e| usage_error(&e)));
+            config["messages"] = json!(a.messages);
+            config["size"] = json!(a.size);
+            config["concurrency"] = json!(a.concurrency);
+            let t0 = std::time::Instant::now();
+            let (stats, appended) = runtime.block_on(imap::seed(target, acc, a.messages, a.concurrency as usize, factory));
+            let headline = format!("varan-loadtest seed: {} users x {} messages of ~{} B, {appended} appended", s.users, a.messages, a.size);
+            let ok = stats.protocol_errors() + stats.io_errors() + stats.timeouts() == 0 && stats.ok() > 0;
+            ("seed", headline, stats, t0.elapsed(), json!({ "appended": appended }), ok)
+        }
+        Mode::Imap(a) => {
+            if let Some(n) = a.idle {
+                config["idle"] = json!(n);
+                config["hold_s"] = json!(a.duration.as_secs_f64());
+                config["idle_parallel"] = json!(a.idle_parallel);
+                if n + 64 > nofile {
+                    eprintln!("varan-loadtest: warning: --idle {n} needs more than the open files limit {nofile}");
+                }
+                let t0 = std::time::Instant::now();
+                let (stats, summary) = runtime.block_on(imap::idle(target, acc, n, a.idle_parallel as usize, a.duration, a.idle_ramp_limit));
+                let headline =
+                    format!("varan-loadtest imap --idle {n}: {} in IDLE after {:.1} s, {} held for {:.1} s", summary.established, summary.ramp_s, summary.held, summary.hold_s);
+                let ok = summary.held == n && stats.protocol_errors() + stats.io_errors() + stats.timeouts() == 0;
+                ("imap-idle", headline, stats, t0.elapsed(), json!({ "idle": summary }), ok)
+            } else {
+                let factory = std::sync::Arc::new(seed_factory(a.size, s, seed, &format!("{:016x}", rand::random::<u64>())).unwrap_or_else(|e| usage_error(&e)));
+                let plan =
+                    imap::MixPlan { clients: a.clients as usize, duration: a.duration, max_ops: a.max_ops, seeded: a.seeded, session_ops: (a.session_min, a.session_max), seed };
+                config["clients"] = json!(a.clients);
+                config["duration_s"] = json!(a.duration.as_secs_f64());
+                config["max_ops"] = json!(a.max_ops);
+                config["seeded"] = json!(a.seeded);
+                config["session_ops"] = json!([a.session_min, a.session_max]);
+                config["append_size"] = json!(a.size);
+                let (stats, elapsed) = runtime.block_on(imap::mixed(target, acc, plan, factory));
+                let headline = format!("varan-loadtest imap: {} clients, mixed workload, {:.0} s", a.clients, a.duration.as_secs_f64());
+                let ok = stats.clean();
+                ("imap", headline, stats, elapsed, serde_json::Value::Null, ok)
+            }
+        }
+        Mode::Pop3(a) => {
+            let plan = pop3::Pop3Plan { clients: a.clients as usize, duration: a.duration, max_ops: a.max_ops, retr: a.retr, seed };
+            config["clients"] = json!(a.clients);
+            config["duration_s"] = json!(a.duration.as_secs_f64());
+            config["max_ops"] = json!(a.max_ops);
+            config["retr"] = json!(a.retr);
+            let (stats, elapsed) = runtime.block_on(pop3::run(target, acc, plan));
+            let headline = format!("varan-loadtest pop3: {} clients, {:.0} s", a.clients, a.duration.as_secs_f64());
+            let ok = stats.clean();
+            ("pop3", headline, stats, elapsed, serde_json::Value::Null, ok)
+        }
+    };
+    print!("{}", stats.human(&headline, elapsed));
+    let report = stats.json(name, config, elapsed, extra);
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+    let csv = {
+        let mut flat = Vec::new();
+        report::flatten_pub("", &report, &mut flat);
+        let header: Vec<&str> = flat.iter().map(|(k, _)| k.as_str()).collect();
+        let row: Vec<String> = flat.iter().map(|(_, v)| report::csv_value_pub(v)).collect();
+        format!("{}\n{}\n", header.join(","), row.join(","))
+    };
+    let written = write_output(json_out, &json) & write_output(csv_out, &csv);
+    if ok && written {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -431,6 +742,9 @@ fn main() -> ExitCode {
     tls::install_provider();
     match &cli.command {
         Command::Smtp(args) => smtp_main(args, cli.threads),
+        Command::Seed(args) => session_main(Mode::Seed(args), cli.threads),
+        Command::Imap(args) => session_main(Mode::Imap(args), cli.threads),
+        Command::Pop3(args) => session_main(Mode::Pop3(args), cli.threads),
     }
 }
 
@@ -445,6 +759,7 @@ mod tests {
     fn smtp(args: &[&str]) -> SmtpArgs {
         match parse(&[&["smtp"], args].concat()).unwrap().command {
             Command::Smtp(a) => *a,
+            _ => unreachable!("smtp subcommand"),
         }
     }
 
@@ -529,6 +844,24 @@ mod tests {
     fn reads_open_files_limit() {
         if cfg!(target_os = "linux") {
             assert!(open_files_soft_limit().is_some_and(|n| n > 0));
+        }
+    }
+
+    #[test]
+    fn session_subcommands() {
+        let Command::Imap(a) = parse(&["imap", "--idle", "10000", "--tls", "--domain", ""]).unwrap().command else { panic!("imap") };
+        assert_eq!((a.clients, a.seeded, a.idle, a.session_min, a.session_max), (10, 20, Some(10000), 50, 150));
+        assert!(a.session.tls && a.session.domain.is_empty());
+        let t = session_target(&a.session, 143, 993).unwrap();
+        assert_eq!(t.addr.port(), 993);
+        assert_eq!(accounts(&a.session).login_name(3), "u3");
+        let Command::Pop3(p) = parse(&["pop3", "--port", "1110"]).unwrap().command else { panic!("pop3") };
+        assert_eq!((p.retr, p.session.port), (3, Some(1110)));
+        assert_eq!(accounts(&p.session).login_name(101), "u1@bench.test");
+        let Command::Seed(s) = parse(&["seed", "--messages", "5", "--size", "8k"]).unwrap().command else { panic!("seed") };
+        assert_eq!((s.messages, s.size, s.concurrency), (5, 8192, 8));
+        for bad in [&["imap", "--clients", "0"][..], &["imap", "--tls-verify"], &["seed", "--messages", "0"], &["pop3", "--password", "a\rb"], &["imap", "--domain", "a@b"]] {
+            assert_eq!(parse(bad).expect_err(&format!("{bad:?}")).exit_code(), 2, "{bad:?}");
         }
     }
 

@@ -162,6 +162,14 @@ impl MessageFactory {
         Outgoing { rcpts, size: raw.len(), wire }
     }
 
+    /// Message number `seq` as stored (CRLF line ends, not dot-stuffed),
+    /// for IMAP APPEND; deterministic for a given spec, token and date.
+    pub fn raw_at(&self, seq: u64, date: &str) -> Vec<u8> {
+        let mut rng = StdRng::seed_from_u64(mix(self.spec.seed, seq));
+        let rcpts = self.recipients(&mut rng);
+        self.render(seq, &rcpts, date, &mut rng)
+    }
+
     /// Distinct random recipients `{prefix}{i}@{domain}`, `i` in `0..users`.
     fn recipients(&self, rng: &mut StdRng) -> Vec<String> {
         let s = &self.spec;

@@ -215,7 +215,7 @@ impl FailureLog {
         }
     }
 
-    fn merge(&mut self, other: FailureLog) {
+    pub(crate) fn merge(&mut self, other: FailureLog) {
         for (reason, count) in other.reasons {
             self.record(reason, count);
         }
@@ -233,16 +233,16 @@ impl FailureLog {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("constant histogram bounds are valid")
 }
 
-fn record_duration(h: &mut Histogram<u64>, d: Duration) {
+pub(crate) fn record_duration(h: &mut Histogram<u64>, d: Duration) {
     let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     h.saturating_record(us.clamp(1, LATENCY_MAX_US));
 }
 
-fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+pub(crate) fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     // Identical bounds make add() infallible; copy bucket by bucket anyway
     // rather than silently losing samples should that ever change.
     if into.add(from).is_err() {
@@ -345,7 +345,7 @@ fn us_to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn round(v: f64, decimals: i32) -> f64 {
+pub(crate) fn round(v: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (v * scale).round() / scale
 }
@@ -524,6 +524,10 @@ impl Report {
     }
 }
 
+pub(crate) fn flatten_pub(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+    flatten(prefix, value, out)
+}
+
 fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) => {
@@ -535,6 +539,10 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
         Value::Array(_) => {}
         scalar => out.push((prefix.to_owned(), scalar.clone())),
     }
+}
+
+pub(crate) fn csv_value_pub(v: &Value) -> String {
+    csv_value(v)
 }
 
 fn csv_value(v: &Value) -> String {

@@ -5,7 +5,7 @@
 //! the client hang forever, buffer without limit or panic. Failures are
 //! returned as [`SmtpError`] or as a rejected [`TxDone`], never thrown.
 
-mod conn;
+pub(crate) mod conn;
 mod reply;
 
 use std::io;

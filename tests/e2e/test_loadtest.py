@@ -46,3 +46,49 @@ def test_loadtest_smtp_small_run(varan_factory, tmp_path):
         time.sleep(0.2)
     assert len(files) == MESSAGES, (f"{len(files)} of {MESSAGES} loadtest messages delivered "
                                     f"(loadtest said:\n{p.stdout}\n{p.stderr})")
+
+
+IMAP_USERS = 4
+IMAP_SEEDED = 6
+
+
+def _imap_users(srv):
+    for i in range(IMAP_USERS):
+        srv.add_user(f"u{i}@bench.test", password="pw")
+
+
+@pytest.mark.timeout(180)
+def test_loadtest_imap_pop3_over_tls(varan_factory, tmp_path):
+    """seed, the mixed IMAP workload, IDLE and POP3 against varan over implicit TLS
+    (IMAPS/POP3S): every run must end with exit 0 and no protocol errors."""
+    exe = loadtest_bin()
+    if not exe.is_file():
+        pytest.fail(f"{exe} is missing (cargo build --release --workspace builds it)", pytrace=False)
+    srv = varan_factory(users=[], edit=_imap_users)
+    common = ["--host", "127.0.0.1", "--tls", "--users", IMAP_USERS, "--domain", "bench.test", "--password", "pw",
+              "--timeout", 20, "--seed", 7, "--quiet"]
+
+    def go(args, name, timeout=60):
+        out = tmp_path / f"{name}.json"
+        p = run([exe, *args, *common, "--json", out], timeout=timeout, check=False)
+        report = json.loads(out.read_text()) if out.is_file() and out.stat().st_size else {}
+        assert p.returncode == 0, f"{name}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        assert report.get("protocol_errors") == 0 and report.get("ops", 0) > 0, report
+        return report
+
+    seed = go(["seed", "--port", srv.imaps_port, "--messages", IMAP_SEEDED, "--size", "3k"], "seed")
+    assert seed["extra"]["appended"] == IMAP_USERS * IMAP_SEEDED
+    # Seeding again appends nothing: only missing messages are added.
+    assert go(["seed", "--port", srv.imaps_port, "--messages", IMAP_SEEDED], "seed2")["extra"]["appended"] == 0
+    mixed = go(["imap", "--port", srv.imaps_port, "--clients", 6, "--duration", 3, "--seeded", IMAP_SEEDED,
+                "--session-min", 5, "--session-max", 15], "imap")
+    for cmd in ("LOGIN", "SELECT", "FETCH_META", "FETCH_BODY", "STORE", "APPEND", "EXPUNGE", "LOGOUT"):
+        assert mixed["commands"].get(cmd, {}).get("ok", 0) > 0, f"{cmd} never succeeded: {mixed['commands']}"
+    assert mixed["bytes_fetched"] > 0
+    plain = go(["imap", "--port", srv.imaps_port, "--clients", 2, "--duration", 10, "--max-ops", 40, "--seeded",
+                IMAP_SEEDED, "--auth-plain"], "imap-plain")
+    assert plain["commands"]["LOGIN"]["ok"] >= 2 and plain["ops"] >= 40
+    idle = go(["imap", "--port", srv.imaps_port, "--idle", 20, "--duration", 1], "idle")
+    assert idle["extra"]["idle"]["held"] == 20
+    pop = go(["pop3", "--port", srv.pop3s_port, "--clients", 3, "--duration", 2], "pop3")
+    assert pop["commands"]["RETR"]["ok"] > 0

@@ -23,7 +23,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// The plain or TLS byte stream under a connection; an enum rather than a
 /// trait object so STARTTLS can take the TCP stream back out.
-pub(super) enum Stream {
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
