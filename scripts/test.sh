@@ -100,15 +100,16 @@ install_apt() {
 }
 
 install_pytest() {
-  "$PY" -c 'import pytest' 2>/dev/null && return 0
-  say "installing pytest for $PY (log: $LOGS/pip.log)"
-  if logged "$LOGS/pip.log" "$PY" -m pip install -q --disable-pip-version-check 'pytest>=7'; then
+  # pytest runs the e2e suite; dkimpy verifies Varan's DKIM signatures independently.
+  "$PY" -c 'import pytest, dkim' 2>/dev/null && return 0
+  say "installing pytest and dkimpy for $PY (log: $LOGS/pip.log)"
+  if logged "$LOGS/pip.log" "$PY" -m pip install -q --disable-pip-version-check 'pytest>=7' 'dkimpy>=1.1'; then
     return 0
   fi
-  # A Debian-managed python refuses pip (PEP 668): use Debian's pytest and python.
-  [ "$(id -u)" -eq 0 ] || { echo "test.sh: cannot install pytest" >&2; return 1; }
+  # A Debian-managed python refuses pip (PEP 668): use Debian's packages and python.
+  [ "$(id -u)" -eq 0 ] || { echo "test.sh: cannot install pytest/dkimpy" >&2; return 1; }
   logged "$LOGS/apt.log" apt-get update -q
-  logged "$LOGS/apt.log" apt-get install -y -q -o Dpkg::Use-Pty=0 python3-pytest
+  logged "$LOGS/apt.log" apt-get install -y -q -o Dpkg::Use-Pty=0 python3-pytest python3-dkim
   PY=/usr/bin/python3
 }
 

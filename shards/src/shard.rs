@@ -286,8 +286,17 @@ pub async fn main(
     }
     // The runner finishes the batch it is sending; what it does not finish
     // stays queued for the next start.
-    if glommio::timer::timeout(grace.max(Duration::from_secs(1)), async { Ok(runner.await) }).await.is_err() {
-        tracing::warn!(shard, "outbound deliveries still running after the shutdown grace period; they are retried after restart");
+    let mut runner = runner;
+    let stopped = glommio::timer::timeout(grace.max(Duration::from_secs(1)), async {
+        (&mut runner).await;
+        Ok(())
+    })
+    .await;
+    if stopped.is_err() {
+        // Cancelled mid-attempt: the entry's state was not written back,
+        // so the next start simply tries it again (at-least-once).
+        tracing::warn!(shard, "outbound deliveries still running after the shutdown grace period are cancelled; they are retried after restart");
+        runner.cancel();
     }
     drop(ctx);
     // The storage task ends once every sender is gone; connection tasks

@@ -275,13 +275,26 @@ impl DkimSigners {
             .headers(SIGNED_HEADERS.iter().copied())
             .header_canonicalization(mail_auth::dkim::Canonicalization::Relaxed)
             .body_canonicalization(mail_auth::dkim::Canonicalization::Relaxed);
-        Some(signer.sign(message).map(|s| s.to_header()).map_err(|e| e.to_string()))
+        Some(signer.sign(message).map(|s| unfold_final_semicolon(s.to_header())).map_err(|e| e.to_string()))
     }
 
     /// The domain a message is signed as: the From header's domain when a
     /// key exists for it, otherwise the envelope sender's.
     pub fn signing_domain<'a>(&self, from_header_domain: Option<&'a str>, envelope_domain: Option<&'a str>) -> Option<&'a str> {
         [from_header_domain, envelope_domain].into_iter().flatten().find(|d| self.has(d))
+    }
+}
+
+/// mail-auth 0.13 may fold the header between the `b=` value and the
+/// closing `;`. That whitespace is not part of the value (RFC 6376 §3.2
+/// tag-spec), so a verifier keeps it when it empties `b=`, while the
+/// signature was computed without it: independent verifiers (OpenDKIM,
+/// dkimpy) then fail the signature. Joining that last fold avoids it.
+fn unfold_final_semicolon(header: String) -> String {
+    let trimmed = header.trim_end_matches("\r\n");
+    match trimmed.strip_suffix(';') {
+        Some(body) if body.ends_with([' ', '\t', '\n', '\r']) => format!("{};\r\n", body.trim_end_matches([' ', '\t', '\n', '\r'])),
+        _ => header,
     }
 }
 
@@ -376,12 +389,19 @@ mod tests {
             assert!(signers.has("EXAMPLE.org") && !signers.has("other.test"));
             let header = signers.sign("example.org", MESSAGE).expect("key").expect("signs");
             assert!(header.starts_with("DKIM-Signature:") && header.ends_with("\r\n"));
+            assert!(!header.trim_end().trim_end_matches(';').ends_with([' ', '\t', '\n', '\r']), "no fold before the closing ';': {header:?}");
             assert_eq!(verify(&header, MESSAGE, &published), DkimResult::Pass, "{algorithm:?}");
             let mut tampered = MESSAGE.to_vec();
             tampered.extend_from_slice(b"P.S. added later\n");
             assert_ne!(verify(&header, &tampered, &published), DkimResult::Pass, "{algorithm:?} tampered body");
             assert!(signers.sign("other.test", MESSAGE).is_none());
         }
+    }
+
+    #[test]
+    fn the_fold_before_the_closing_semicolon_is_joined() {
+        assert_eq!(unfold_final_semicolon("DKIM-Signature: v=1; b=abc\r\n\t;\r\n".into()), "DKIM-Signature: v=1; b=abc;\r\n");
+        assert_eq!(unfold_final_semicolon("DKIM-Signature: v=1; b=abc;\r\n".into()), "DKIM-Signature: v=1; b=abc;\r\n");
     }
 
     #[test]

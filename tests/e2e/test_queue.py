@@ -1,8 +1,9 @@
 """Outbound queue: an authenticated submission to a remote address is accepted (250),
 shows up in `varan queue list/summary` within 2 s (once its journal segment is retired),
 can be inspected and deleted with the CLI while the server runs, and survives a kill -9
-right after the 250. Nothing delivers it on this build (the runner is separate work),
-so the entry stays queued until deleted. Also: relaying without AUTH stays refused, and
+right after the 250. The test servers' DNS (lib/varan.py DNS_OFFSET) does not answer,
+so the runner's first attempt fails temporarily and the entry stays queued (deferred)
+until deleted. Also: relaying without AUTH stays refused, and
 DSN parameters are kept in the entry."""
 import re
 import time
@@ -80,13 +81,13 @@ def test_submission_to_remote_is_queued_listed_and_deleted(srv):
     new, out = wait_listed(srv, before)
     assert len(new) == 1, f"entry not listed within {LISTED_WITHIN} s:\n{out}"
     [(qid, (state, size, sender))] = new.items()
-    assert state == "new" and sender == U1, out
+    assert state in ("new", "deferred") and sender == U1, out
     assert reply.endswith(f"queued as {qid}"), (reply, qid)
     assert size >= len(msg.replace(b"\r\n", b"\n")), (size, len(msg))
     block = out[out.index(qid):]
     assert f"    {REMOTE}" in block and "u2@bench.test" not in block.split("\n0")[0], out
     summary = queue(srv, "summary").stdout
-    assert re.search(r"^new: [1-9]", summary, re.M) and "deferred: 0" in summary, summary
+    assert re.search(r"^total: [1-9]", summary, re.M), summary
     shown = queue(srv, "show", qid).stdout
     assert f"recipient: {REMOTE} pending" in shown and f"orcpt: rfc822;{REMOTE}" in shown, shown
     assert "envid: env+1" in shown and "submitter: u1@bench.test" in shown, shown
@@ -140,7 +141,7 @@ def test_full_allowed_ip_relays_without_auth(varan_factory):
     new, out = wait_listed(srv, before)
     assert len(new) == 1, out
     [(qid, (state, _, sender))] = new.items()
-    assert (state, sender) == ("new", "app@example.org"), out
+    assert state in ("new", "deferred") and sender == "app@example.org", out
     assert "submitter" not in queue(srv, "show", qid).stdout
     assert "1 entries deleted" in queue(srv, "delete", "--all").stdout
     assert "total: 0" in queue(srv, "summary").stdout

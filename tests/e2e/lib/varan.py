@@ -27,6 +27,10 @@ PORT_OFFSETS = {
 # The harness moves the admin listener to base+ADMIN_OFFSET so that every port stays
 # below the kernel's ephemeral range (32768+), where a client socket could hold it.
 ADMIN_OFFSET = 999
+# [dns] servers of every test server: nothing listens there unless a test starts
+# a DNS server (lib/dns.py) on it, so outbound lookups fail at once (a temporary
+# error: the entry is deferred) and never leave loopback.
+DNS_OFFSET = 998
 
 
 def varan_bin() -> Path:
@@ -157,6 +161,10 @@ class Varan:
         return self.port_base + PORT_OFFSETS[what]
 
     @property
+    def dns_port(self) -> int:
+        return self.port_base + DNS_OFFSET
+
+    @property
     def smtp_port(self) -> int:
         return self.port("smtp")
 
@@ -213,6 +221,7 @@ class Varan:
         server = cfg.setdefault("server", {})
         server["shutdown_grace"] = "5s"
         server["log_sessions"] = True
+        cfg.setdefault("dns", {})["servers"] = [f"{HOST}:{self.port_base + DNS_OFFSET}"]
         self.config = cfg
 
     @property

@@ -1,0 +1,124 @@
+"""Outbound delivery end to end: an authenticated user submits to a remote domain;
+Varan finds the MX in a private dnsmasq, delivers to Postfix's smtp-sink over SMTP,
+DKIM-signs the message (verified by dkimpy against the published key), and an
+unroutable recipient (NXDOMAIN) comes back to the sender's own mailbox as an
+RFC 3464 bounce."""
+import email
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lib import maildir as M
+from lib.dns import Dnsmasq, txt_record
+from lib.smtp import insecure_tls, make_message, marker, smtp
+from lib.varan import HOST, password_for
+
+U1 = "u1@bench.test"
+DELIVERED_WITHIN = 20.0   # s: checkpoint hand-over (1 s) + runner scan + delivery, on a loaded CI box
+SINK_OFFSET = 997         # smtp-sink port (the module's range; the MX port is set to it)
+
+
+def submit(srv, rcpt, mark):
+    msg = make_message(mark, sender=U1, to=rcpt)
+    with smtp(srv.submission_port) as s:
+        s.ehlo()
+        s.starttls(context=insecure_tls())
+        s.ehlo()
+        s.login(U1, password_for(U1))
+        code, text = s.mail(U1)
+        assert code == 250, (code, text)
+        code, text = s.rcpt(rcpt)
+        assert code == 250, (rcpt, code, text)
+        code, text = s.data(msg)
+        assert code == 250, (code, text)
+    return msg
+
+
+@pytest.fixture(scope="module")
+def world(varan_factory, tmp_path_factory):
+    """dnsmasq + smtp-sink + varan with a DKIM key for bench.test."""
+    holder = {}
+
+    def edit(srv):
+        out = srv.cli("--config", srv.config_path, "dkim", "generate", "bench.test").stdout
+        name = re.search(r"^Name:\s+(\S+)", out, re.M).group(1)
+        value = re.search(r"^Value:\s+(.+)$", out, re.M).group(1).strip()
+        holder["dkim"] = (name, value)
+        srv.set("outbound", mx_port=srv.port_base + SINK_OFFSET)
+        srv.set("queue", retry_initial="1s", retry_max="2s")
+
+    srv = varan_factory(edit=edit, start=False, name="sender")
+    dkim_name, dkim_value = holder["dkim"]
+    dns = Dnsmasq(tmp_path_factory.mktemp("dns"), srv.dns_port, [
+        "host-record=mx.remote.test,127.0.0.1",
+        "mx-host=remote.test,mx.remote.test,10",
+        txt_record(dkim_name, dkim_value),
+    ]).start()
+    # smtp-sink drops to nobody before it writes its dump: its directory must be
+    # reachable for nobody, which pytest's 0700 temp tree is not.
+    sink_dir = Path(tempfile.mkdtemp(prefix="varan-e2e-sink-", dir="/tmp"))
+    sink_dir.chmod(0o777)
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-c", "-u", "nobody", "-D", str(sink_dir / "dump"),
+                             f"{HOST}:{srv.port_base + SINK_OFFSET}", "16"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv.start()
+    yield srv, sink_dir, (dkim_name, dkim_value)
+    sink.terminate()
+    sink.wait(timeout=10)
+    dns.stop()
+    shutil.rmtree(sink_dir, ignore_errors=True)
+
+
+def wait_dump(sink_dir: Path, mark: str) -> bytes:
+    deadline = time.monotonic() + DELIVERED_WITHIN
+    while time.monotonic() < deadline:
+        for f in sink_dir.glob("dump*"):
+            data = f.read_bytes()
+            if mark.encode() in data:
+                return data
+        time.sleep(0.2)
+    pytest.fail(f"{mark} not delivered to smtp-sink within {DELIVERED_WITHIN} s")
+
+
+def test_relayed_mail_reaches_the_mx_dkim_signed(world):
+    import dkim  # dkimpy, installed by scripts/test.sh
+    srv, sink_dir, (dkim_name, dkim_value) = world
+    mark = marker("outbound")
+    submit(srv, "bob@remote.test", mark)
+    dump = wait_dump(sink_dir, mark)
+    # smtp-sink's dump: its own header lines, then the message as received.
+    start = dump.index(b"Received: from ")
+    message = dump[start:]
+    assert b"DKIM-Signature:" in message.split(b"\r\n\r\n")[0] or b"DKIM-Signature:" in message.split(b"\n\n")[0], message[:600]
+    if b"\r\n" not in message:
+        message = message.replace(b"\n", b"\r\n")
+
+    def dnsfunc(name, timeout=5):
+        n = name.decode() if isinstance(name, bytes) else name
+        return dkim_value.encode() if n.rstrip(".") == dkim_name else b""
+
+    assert dkim.verify(message, dnsfunc=dnsfunc), message[:800]
+    tampered = message.replace(mark.encode(), b"changed", 1)
+    assert not dkim.verify(tampered, dnsfunc=dnsfunc)
+    assert srv.cli("--config", srv.config_path, "queue", "summary").stdout.startswith("total: 0")
+
+
+def test_unroutable_recipient_bounces_to_the_local_sender(world):
+    srv, _, _ = world
+    mark = marker("bounce")
+    submit(srv, "nobody@unknown-domain.test", mark)
+    [path] = M.wait_for(srv.maildir(U1), mark, timeout=DELIVERED_WITHIN)
+    found = path.read_bytes()
+    report = email.message_from_bytes(found)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    status = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
+    assert status, found[:1000]
+    text = status[0].as_string()
+    assert re.search(r"Final-Recipient: rfc822;\s*nobody@unknown-domain.test", text, re.I), text
+    assert re.search(r"Action: failed", text, re.I) and re.search(r"Status: 5\.1\.2", text), text
