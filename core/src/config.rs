@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod outbound;
-pub use outbound::{caps as outbound_caps, DnsConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
+pub use outbound::{caps as outbound_caps, DnsConfig, LmtpConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
 
 /// Why a configuration was refused. The text names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Resolver for outbound delivery.
     pub dns: DnsConfig,
+    /// Local mail handed to an external LMTP server instead of the Maildir.
+    pub lmtp: LmtpConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,

@@ -63,11 +63,14 @@ impl BodySink for SpoolSink {
 }
 
 /// Recipients accepted in the current transaction, with their mailboxes;
-/// recipients in `relay` go to the outbound queue.
+/// recipients in `relay` go to the outbound queue: remote ones, and with
+/// `[lmtp] enabled` local ones too (their mailboxes in `lmtp`), for the
+/// queue runner to hand to the LMTP server.
 #[derive(Default)]
 struct Txn {
     by_recipient: HashMap<String, Vec<Account>>,
     relay: std::collections::HashSet<String>,
+    lmtp: HashMap<String, Vec<Account>>,
 }
 
 pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: ListenerKind) {
@@ -293,6 +296,11 @@ impl Driver {
                     }
                 }
                 match decision {
+                    Ok(policy::Route::Local(accounts)) if self.live.config.lmtp.enabled => {
+                        self.txn.relay.insert(address.key());
+                        self.txn.lmtp.insert(address.key(), accounts);
+                        self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Accept);
+                    }
                     Ok(policy::Route::Local(accounts)) => {
                         self.txn.by_recipient.insert(address.key(), accounts);
                         self.session.recipient_checked(varan_protocols::smtp::RcptVerdict::Accept);
@@ -351,7 +359,10 @@ impl Driver {
             Some(q) if !self.txn.relay.is_empty() => q.to_string(),
             _ => format!("{:X}{:02X}", id, self.ctx.shard),
         };
-        let signature = if self.txn.relay.is_empty() { None } else { self.dkim_signature(&content).await };
+        // Signed when anything leaves for another domain (not for mail that
+        // only goes to the local LMTP server).
+        let remote = self.txn.relay.iter().any(|k| !self.txn.lmtp.contains_key(k));
+        let signature = if remote { self.dkim_signature(&content).await } else { None };
         let mut record = self.record(id, &queue_id, content);
         if !self.txn.relay.is_empty() {
             match self.outbound(id) {
@@ -486,7 +497,10 @@ impl Driver {
         let now = std::time::SystemTime::now();
         let xtext = |t: &str| varan_protocols::smtp::xtext_decode(t).map(|b| String::from_utf8_lossy(&b).into_owned());
         let mut recipients = Vec::new();
+        // RCPT addresses seen, and final LMTP mailboxes queued (one copy
+        // each, however often they were addressed).
         let mut seen = std::collections::HashSet::new();
+        let mut mailboxes = std::collections::HashSet::new();
         for rcpt in env.recipients.iter().filter(|r| self.txn.relay.contains(&r.address.key())) {
             if !seen.insert(rcpt.address.key()) {
                 continue;
@@ -501,7 +515,20 @@ impl Driver {
                     delay: list.contains(&DsnNotify::Delay),
                 },
             };
-            recipients.push(OutboundRecipient { address: rcpt.address.to_string(), orcpt: rcpt.orcpt.as_deref().and_then(xtext), notify });
+            let orcpt = rcpt.orcpt.as_deref().and_then(xtext);
+            match self.txn.lmtp.get(&rcpt.address.key()) {
+                // LMTP: one recipient per final mailbox (an alias or group
+                // expands here); ORCPT keeps the address the client used.
+                Some(accounts) => {
+                    for account in accounts {
+                        if mailboxes.insert(account.address.key()) {
+                            let orcpt = orcpt.clone().or_else(|| Some(format!("rfc822;{}", rcpt.address)));
+                            recipients.push(OutboundRecipient { address: account.address.to_string(), orcpt, notify });
+                        }
+                    }
+                }
+                None => recipients.push(OutboundRecipient { address: rcpt.address.to_string(), orcpt, notify }),
+            }
         }
         let single = match recipients.as_slice() {
             [one] => varan_core::EmailAddress::parse(&one.address).ok(),

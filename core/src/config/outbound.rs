@@ -159,6 +159,27 @@ impl Default for DnsConfig {
     }
 }
 
+/// LMTP delivery of local mail to an external store (seed 002
+/// §6.2.1.8–10), e.g. an existing Dovecot: mail for the served domains goes
+/// through the queue to `host:port` over LMTP (RFC 2033) instead of into
+/// Varan's own Maildir. Recipients are still resolved (aliases, groups)
+/// and checked by Varan at RCPT time; the LMTP server gets the final
+/// mailbox addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmtpConfig {
+    pub enabled: bool,
+    /// Host name or IP address of the LMTP server.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        Self { enabled: false, host: "127.0.0.1".into(), port: 24 }
+    }
+}
+
 /// A parsed smarthost setting (seed 002 §6.2.5.1.8).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Smarthost {
@@ -205,6 +226,9 @@ impl Smarthost {
 
 impl super::Config {
     pub(super) fn validate_outbound(&self) -> Result<(), ConfigError> {
+        if self.lmtp.enabled {
+            Smarthost::parse(&format!("{}:{}", self.lmtp.host, self.lmtp.port)).map_err(|e| invalid("lmtp.host", e))?;
+        }
         let q = &self.queue;
         if q.retry_initial < Duration::from_secs(1) || q.retry_max < q.retry_initial {
             return Err(invalid("queue.retry_initial", "must be at least 1s and at most queue.retry_max"));

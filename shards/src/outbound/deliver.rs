@@ -23,6 +23,8 @@ pub enum Destination {
     Mx(String),
     /// host, port; credentials and TLS come from the smarthost setting.
     Smarthost(String, u16),
+    /// The LMTP server for local mailboxes (`[lmtp]`): host, port.
+    Lmtp(String, u16),
 }
 
 /// Shared by the workers of one destination.
@@ -46,7 +48,7 @@ pub struct Env {
 /// Candidate hosts in order, or the outcome every unit gets.
 async fn candidates(env: &Env, job: &DestinationJob) -> Result<Vec<(String, SocketAddr)>, Outcome> {
     match (&job.destination, &job.smarthost) {
-        (Destination::Smarthost(host, port), _) => {
+        (Destination::Smarthost(host, port) | Destination::Lmtp(host, port), _) => {
             if let Ok(ip) = host.parse::<IpAddr>() {
                 return Ok(vec![(host.clone(), SocketAddr::new(ip, *port))]);
             }
@@ -88,6 +90,12 @@ fn dial_for(env: &Env, job: &DestinationJob, host: &str, addr: SocketAddr, no_tl
     };
     let mut client = ClientConfig { helo_name: env.config.helo_name().to_owned(), lmtp: false, tls: TlsPolicy::Opportunistic, auth: None, implicit_tls: false };
     let mut tls = Arc::clone(&env.opportunistic);
+    if matches!(job.destination, Destination::Lmtp(..)) {
+        // LMTP runs to a store on a trusted network (RFC 2033 §1), plaintext.
+        client.lmtp = true;
+        client.tls = TlsPolicy::Never;
+        return Dial { host: host.to_owned(), addr, client, tls, source: None, connect_timeout: o.connect_timeout };
+    }
     match &job.smarthost {
         Some(sh) => {
             client.auth = sh.credentials.as_ref().map(|(u, p)| ClientAuth { username: u.clone(), password: p.clone() });

@@ -199,7 +199,11 @@ async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEnt
         for i in pending_indexes(&entry) {
             let rcpt_domain = domain_of(&entry.recipients[i].address).to_ascii_lowercase();
             if config.domain(&rcpt_domain).is_some() {
-                local.push(i);
+                if config.lmtp.enabled {
+                    by_dest.entry(Destination::Lmtp(config.lmtp.host.clone(), config.lmtp.port)).or_default().push(i);
+                } else {
+                    local.push(i);
+                }
             } else if let Some(sh) = &smarthost {
                 by_dest.entry(Destination::Smarthost(sh.host.clone(), sh.port)).or_default().push(i);
             } else {
@@ -211,7 +215,8 @@ async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEnt
         }
         for (dest, recipients) in by_dest {
             let job = jobs.entry(dest.clone()).or_insert_with(|| {
-                Rc::new(DestinationJob { destination: dest, smarthost: smarthost.clone(), units: RefCell::new(VecDeque::new()), done: RefCell::new(Vec::new()) })
+                let smarthost = if matches!(dest, Destination::Lmtp(..)) { None } else { smarthost.clone() };
+                Rc::new(DestinationJob { destination: dest, smarthost, units: RefCell::new(VecDeque::new()), done: RefCell::new(Vec::new()) })
             });
             // RFC 5321 §4.5.3.1.8: at most 100 recipients per transaction.
             for chunk in recipients.chunks(varan_protocols::smtp::client::RECIPIENTS_PER_TRANSACTION_MAX) {

@@ -196,8 +196,9 @@ class Dovecot:
     0700 tmp dirs). Users come from a passwd-file; mail is stored as `nobody`,
     in <dir>/mail/<domain>/<local>/Maildir. Nothing of the system's /etc/dovecot is read."""
 
-    def __init__(self, port: int, users: dict[str, str]):
+    def __init__(self, port: int, users: dict[str, str], lmtp_port: int | None = None):
         self.port = port
+        self.lmtp_port = lmtp_port
         self.users = users
         self.dir = Path(tempfile.mkdtemp(prefix="varan-e2e-dovecot-", dir="/var/tmp"))
         os.chmod(self.dir, 0o755)
@@ -215,12 +216,20 @@ class Dovecot:
         shutil.chown(self.mail, "nobody", "nogroup")
         (self.dir / "users").write_text("".join(f"{u}:{{PLAIN}}{pw}::::::\n" for u, pw in self.users.items()))
         uid = pwd.getpwnam("nobody").pw_uid
+        lmtp = "" if self.lmtp_port is None else f"""
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+}}
+"""
         self.conf.write_text(f"""\
 instance_name = varan-e2e-dovecot-{self.port}
 base_dir = {self.dir}/run
 state_dir = {self.dir}/state
 log_path = {self.log}
-protocols = imap
+protocols = imap{" lmtp" if self.lmtp_port is not None else ""}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -251,7 +260,7 @@ service imap-login {{
     port = 0
   }}
 }}
-""")
+{lmtp}""")
 
     def start(self, timeout: float = 15) -> None:
         exe = shutil.which("dovecot") or "/usr/sbin/dovecot"
