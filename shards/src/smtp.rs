@@ -430,18 +430,7 @@ impl Driver {
                 if !seen.insert(account.address.key()) {
                     continue; // one copy per mailbox, however it was addressed
                 }
-                let prefix = headers::trace(&headers::TraceInfo {
-                    hostname: &self.live.config.server.hostname,
-                    helo: self.session.helo(),
-                    remote: self.remote.ip(),
-                    tls: self.session.tls(),
-                    authenticated: self.session.authenticated().is_some(),
-                    esmtp: self.session.is_esmtp(),
-                    queue_id,
-                    sender: env.mail_from.as_ref(),
-                    recipient: Some(&account.address),
-                    now,
-                });
+                let prefix = headers::trace(&self.trace_info(queue_id, Some(&account.address), now));
                 let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
                 let name = self.live.layout.new_message_name(self.ctx.shard, id, lf_size + prefix.len() as u64, crlf_size + prefix.len() as u64 + lines, now);
                 let path = self.live.layout.user_dir(&account.address).join("new").join(name);
@@ -449,6 +438,22 @@ impl Driver {
             }
         }
         JournalRecord { id, deliveries, content, outbound: None }
+    }
+
+    /// What the trace headers (Received, Delivered-To) say of this session.
+    fn trace_info<'a>(&'a self, queue_id: &'a str, recipient: Option<&'a varan_core::EmailAddress>, now: std::time::SystemTime) -> headers::TraceInfo<'a> {
+        headers::TraceInfo {
+            hostname: &self.live.config.server.hostname,
+            helo: self.session.helo(),
+            remote: self.remote.ip(),
+            tls: self.session.tls(),
+            authenticated: self.session.authenticated().is_some(),
+            esmtp: self.session.is_esmtp(),
+            queue_id,
+            sender: self.session.envelope().mail_from.as_ref(),
+            recipient,
+            now,
+        }
     }
 
     /// A `DKIM-Signature` header (LF line endings) for relayed mail whose
@@ -534,18 +539,8 @@ impl Driver {
             [one] => varan_core::EmailAddress::parse(&one.address).ok(),
             _ => None,
         };
-        let received = headers::received(&headers::TraceInfo {
-            hostname: &self.live.config.server.hostname,
-            helo: self.session.helo(),
-            remote: self.remote.ip(),
-            tls: self.session.tls(),
-            authenticated: self.session.authenticated().is_some(),
-            esmtp: self.session.is_esmtp(),
-            queue_id: &queue_id.to_string(),
-            sender: env.mail_from.as_ref(),
-            recipient: single.as_ref(),
-            now,
-        });
+        let queue_id_text = queue_id.to_string();
+        let received = headers::received(&self.trace_info(&queue_id_text, single.as_ref(), now));
         let (lf_size, _) = self.session.message_sizes();
         Some(Outbound {
             queue_id,
