@@ -488,8 +488,8 @@ class Varan:
         # The load generator opens up to --concurrency connections from one
         # IP (and, with one message per connection, briefly more while
         # closed ones are released); the defaults 100/20 would refuse it.
-        text, n1 = re.subn(r"(?m)^connections_max\s*=.*$", "connections_max = 2000", text)
-        text, n2 = re.subn(r"(?m)^connections_per_ip_max\s*=.*$", "connections_per_ip_max = 2000", text)
+        text, n1 = sub_in_sections(text, ("smtp", "imap", "pop3"), "connections_max", 2000)
+        text, n2 = sub_in_sections(text, ("smtp", "imap", "pop3"), "connections_per_ip_max", 2000)
         # Every service's limits ([smtp], [imap], [pop3]) get the same room.
         if n1 < 1 or n2 < 1:
             raise Abort(f"could not find connections_max/connections_per_ip_max in {self.config}")
@@ -907,6 +907,23 @@ PEER_DC = "/var/tmp/peers/pfdc/dovecot"
 PEER_IDLE_MAX = 1000
 
 
+def sub_in_sections(text, sections, key, value):
+    """Sets `key = value` wherever the key appears in the given [sections] of a
+    TOML text (other sections, e.g. [outbound], keep their own limits);
+    returns (text, replacements)."""
+    total = 0
+    for section in sections:
+        m = re.search(rf"(?m)^\[{section}\]\s*$", text)
+        if not m:
+            continue
+        end = re.search(r"(?m)^\[", text[m.end():])
+        body_end = m.end() + (end.start() if end else len(text) - m.end())
+        body, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", text[m.end():body_end])
+        total += n
+        text = text[:m.end()] + body + text[body_end:]
+    return text, total
+
+
 def imap_ports(server, port_base):
     if isinstance(server, Varan):
         return port_base + 143, port_base + 110
@@ -918,9 +935,8 @@ def varan_enable_imap(varan, idle):
     for the IDLE connections in the generated varan.toml."""
     text = read_first(varan.config)
     room = max(2000, idle + 1000)
-    text = re.sub(r"(?m)^connections_max\s*=.*$", f"connections_max = {room}", text)
-    text = re.sub(r"(?m)^connections_per_ip_max\s*=.*$", f"connections_per_ip_max = {room}", text)
-    text = re.sub(r"(?m)^connections_per_user_max\s*=.*$", f"connections_per_user_max = {room}", text)
+    for key in ("connections_max", "connections_per_ip_max", "connections_per_user_max"):
+        text, _ = sub_in_sections(text, ("smtp", "imap", "pop3"), key, room)
     for section in ("imap", "pop3"):
         m = re.search(rf"(?m)^\[{section}\]\s*$", text)
         if not m:
