@@ -80,9 +80,36 @@ pub fn queue_dir(data_dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct FileQueue {
     root: PathBuf,
+    /// Decoded active envelopes by id, with the file identity they were
+    /// read from: a scan stats each file and decodes only those that
+    /// changed (every write is a new file renamed into place, so inode,
+    /// ctime and length change). Runners scan their partition for every
+    /// batch; without this each scan read and decoded the whole queue.
+    /// Holds one entry per active envelope (a few hundred bytes each).
+    decoded: std::sync::Mutex<std::collections::HashMap<QueueId, (FileStamp, QueueEntry)>>,
+}
+
+/// What identifies one version of an envelope file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp { ino: meta.ino(), len: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec() }
+    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn io_err(e: io::Error) -> QueueError {
     QueueError::Io(e.to_string())
@@ -123,7 +150,7 @@ impl FileQueue {
         for sub in [INCOMING, ACTIVE, CONTENT, TMP, DAMAGED] {
             fs::create_dir_all(root.join(sub))?;
         }
-        Ok(FileQueue { root: root.to_path_buf() })
+        Ok(FileQueue { root: root.to_path_buf(), decoded: Default::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -299,16 +326,35 @@ impl FileQueue {
     /// aside and skipped, vanished ones (deleted meanwhile) skipped.
     fn scan(&self, keep: impl Fn(QueueId) -> bool) -> Result<Vec<QueueEntry>, QueueError> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for id in self.ids_in(ACTIVE).map_err(io_err)? {
             if !keep(id) {
                 continue;
             }
+            // Stat before reading: if the file changes in between, the
+            // stamp is the older one and the next scan reads it again.
+            let stamp = match fs::metadata(self.envelope_path(ACTIVE, id)) {
+                Ok(meta) => FileStamp::of(&meta),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(e)),
+            };
+            seen.insert(id);
+            if let Some((cached, entry)) = lock(&self.decoded).get(&id) {
+                if *cached == stamp {
+                    out.push(entry.clone());
+                    continue;
+                }
+            }
             match self.read_active(id) {
-                Ok((_, e)) => out.push(e),
+                Ok((_, e)) => {
+                    lock(&self.decoded).insert(id, (stamp, e.clone()));
+                    out.push(e);
+                }
                 Err(QueueError::NotFound(_) | QueueError::Corrupt(_)) => {}
                 Err(e) => return Err(e),
             }
         }
+        lock(&self.decoded).retain(|id, _| !keep(*id) || seen.contains(id));
         out.sort_by_key(|e| (e.queued_at, e.id));
         Ok(out)
     }
