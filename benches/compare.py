@@ -781,22 +781,9 @@ def one_run(args, bin_dir, server, label, size, conc, rate=None, workdir=".", du
     sampler = Sampler(server, 2.0 if isinstance(server, Peer) else 0.5)
     sampler.start()
     t0 = time.time()
-    with open(out_txt, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=raise_limits)
-        # Bounded: the run stops starting messages after --duration, every
-        # in-flight step is bounded by --timeout 30.
-        deadline = time.time() + duration + 120
-        status = ru = None
-        while time.time() < deadline:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            time.sleep(0.05)
-        if not ru:
-            p.kill()
-            _, status, ru = os.wait4(p.pid, 0)
-            log(f"  load generator did not finish within {duration + 120:g} s; killed")
-        p.returncode = os.waitstatus_to_exitcode(status)
+    # Bounded: the run stops starting messages after --duration, every
+    # in-flight step is bounded by --timeout 30.
+    loadtest_exit, ru, loadtest_pid = run_bounded(cmd, out_txt, duration + 120)
     t_sent = time.time()
     lt = json.loads(read_first(out_json) or "{}")
     accepted = int(lt.get("accepted", 0))
@@ -814,7 +801,7 @@ def one_run(args, bin_dir, server, label, size, conc, rate=None, workdir=".", du
     pt1 = proc_table()
     self1 = resource.getrusage(resource.RUSAGE_SELF)
     harness = (self1.ru_utime - self0.ru_utime) + (self1.ru_stime - self0.ru_stime)
-    exclude = server.pids(pt1) | server.pids(pt0) | {os.getpid(), p.pid}
+    exclude = server.pids(pt1) | server.pids(pt0) | {os.getpid(), loadtest_pid}
     other_cpu, kernel_cpu, top_other = attribute(pt0, pt1, exclude)
     samples = sampler.finish()
     rss_end = server.rss()
@@ -829,7 +816,7 @@ def one_run(args, bin_dir, server, label, size, conc, rate=None, workdir=".", du
         "label": label, "server": server.name, "size": size, "concurrency": conc,
         "per_connection": args.per_connection, "open_loop_rate": rate, "duration_target_s": duration,
         "command": " ".join(cmd),
-        "loadtest_exit": p.returncode,
+        "loadtest_exit": loadtest_exit,
         "accepted": accepted, "tempfail": lt.get("tempfail"), "permfail": lt.get("permfail"),
         "errors": lt.get("errors"), "timeouts": lt.get("timeouts"), "failures": lt.get("failures", []),
         "accept_elapsed_s": lt.get("elapsed_s"), "accepted_per_s": lt.get("throughput_msgs_per_s"),
@@ -1007,7 +994,7 @@ def peer_imap_prepare(peer, pw_hash, users):
 
 
 def run_bounded(cmd, out_txt, limit):
-    """Runs the load generator, at most `limit` seconds; returns (exit code, rusage)."""
+    """Runs the load generator, at most `limit` seconds; returns (exit code, rusage, pid)."""
     with open(out_txt, "w") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=raise_limits)
         deadline = time.time() + limit
@@ -1021,7 +1008,7 @@ def run_bounded(cmd, out_txt, limit):
             p.kill()
             _, status, ru = os.wait4(p.pid, 0)
             log(f"  load generator did not finish within {limit:g} s; killed")
-        return os.waitstatus_to_exitcode(status), ru
+        return os.waitstatus_to_exitcode(status), ru, p.pid
 
 
 def session_measure(args, server, label, cmd, out_json, out_txt, limit, count_for_cpu="ops"):
@@ -1032,7 +1019,7 @@ def session_measure(args, server, label, cmd, out_json, out_txt, limit, count_fo
     sampler.start()
     t0 = time.time()
     sampler.t0 = t0
-    rc, ru = run_bounded(cmd, out_txt, limit)
+    rc, ru, _ = run_bounded(cmd, out_txt, limit)
     wall = time.time() - t0
     samples = sampler.finish()
     cpu1 = server.cpu_s()
