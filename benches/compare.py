@@ -21,7 +21,12 @@ servers seeded with the same users, password form and messages
 POP3 at 10, IDLE sessions (10,000 on Varan, 1,000 on Dovecot), server
 CPU and RSS sampled.
 
+Then (unless --no-relay; --relay runs only this part) relaying: both
+servers relay the same 4 KB messages from 100 connections to Postfix's
+smtp-sink, DKIM-signed (Postfix through OpenDKIM); benches/relay.py.
+
 Outputs: results-<date>.json, latest.md, throughput.svg, latency.svg,
+relay-results-<date>.json, relay-latest.md,
 imap-results-<date>.json, imap-latest.md, imap.svg in --out (default
 docs/performance; with --quick target/compare-quick).
 """
@@ -1631,6 +1636,21 @@ def analyse(results):
 
 # ---------------------------------------------------------------- main
 
+def relay_part(args, bin_dir, workdir, runs_dir, machine, started, out_dir):
+    """benches/relay.py: Varan and Postfix relaying DKIM-signed mail to smtp-sink."""
+    import relay
+    return relay.relay_main(sys.modules[__name__], args, bin_dir, workdir, runs_dir, machine, started, out_dir)
+
+
+def relay_exit(res):
+    """1 if a server did not relay every accepted message or none were accepted."""
+    bad = [r["server"] for r in (res["varan"], res["peer"]) if r and (r["timed_out"] or not r["accepted"])]
+    if bad:
+        log(f"relay: not every accepted message reached the sink: {', '.join(bad)}")
+        return 1
+    return 0
+
+
 def git_info():
     try:
         head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -1682,6 +1702,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep --workdir (logs, loadtest reports) at the end")
     ap.add_argument("--imap", action="store_true", help="run only the IMAP/POP3 comparison (skip SMTP)")
     ap.add_argument("--no-imap", action="store_true", help="skip the IMAP/POP3 comparison")
+    ap.add_argument("--relay", action="store_true", help="run only the relay comparison (Varan and Postfix relaying "
+                    "DKIM-signed mail to smtp-sink)")
+    ap.add_argument("--no-relay", action="store_true", help="skip the relay comparison")
+    ap.add_argument("--relay-messages", type=int, help="messages relayed per server (default 20000, --quick 2000)")
     ap.add_argument("--imap-duration", type=float, help="seconds per IMAP/POP3 run (default 20, --quick 5)")
     ap.add_argument("--imap-users", type=int, help="IMAP users (default 100, --quick 20)")
     ap.add_argument("--imap-messages", type=int, help="messages seeded per user (default 20, --quick 10)")
@@ -1710,6 +1734,12 @@ def main():
         args.e2e_timeout = 60.0 if args.quick else 120.0
     if args.imap and args.no_imap:
         ap.error("--imap and --no-imap exclude each other")
+    if args.relay and (args.no_relay or args.imap):
+        ap.error("--relay excludes --no-relay and --imap")
+    if args.relay_messages is None:
+        args.relay_messages = 2000 if args.quick else 20_000
+    if args.relay_messages < 1:
+        ap.error("--relay-messages must be positive")
     for key, full, quick in (("imap_duration", 20.0, 5.0), ("imap_users", 100, 20), ("imap_messages", 20, 10),
                              ("idle", 10_000, 500), ("idle_hold", 20.0, 3.0)):
         if getattr(args, key) is None:
@@ -1765,6 +1795,8 @@ def main():
         if args.imap:
             imap_res = imap_main(args, bin_dir, workdir, runs_dir, machine, started, out_dir)
             return imap_exit(imap_res)
+        if args.relay:
+            return relay_exit(relay_part(args, bin_dir, workdir, runs_dir, machine, started, out_dir))
 
         varan = Varan(bin_dir, workdir, args.port_base)
         varan.setup(args.port_base)
@@ -1832,10 +1864,13 @@ def main():
             log(f"target: {t['target']}: {t['measured']} -> {t['met']}")
         for n in results["notes"]:
             log(f"note: {n}")
+        status = 0
+        if not args.no_relay:
+            status = relay_exit(relay_part(args, bin_dir, workdir, runs_dir, machine, started, out_dir))
         if not args.no_imap:
             imap_res = imap_main(args, bin_dir, workdir, runs_dir, machine, started, out_dir)
-            return imap_exit(imap_res)
-        return 0
+            status = max(status, imap_exit(imap_res))
+        return status
     except Abort as e:
         log(f"ABORT: {e}")
         return 2

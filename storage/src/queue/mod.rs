@@ -9,14 +9,17 @@
 //!     active/<id>      envelopes the runners work on (format: `format.rs`)
 //!     content/<id>     the message (LF line endings), written once, never changed
 //!     tmp/             files being written; renamed into place when whole
+//!                      (envelope updates, entries enqueued by `enqueue`)
 //!     damaged/         envelopes that failed to decode, with their content,
 //!                      set aside for the operator (`<id>-<unix time>[.msg]`)
 //! ```
 //!
 //! `<id>` is the [`QueueId`] in 16 lower-case hex digits. Every mutation
-//! of a visible file is a rename of a complete file from `tmp/`, so a
-//! reader (a runner, the CLI in another process) sees an old or a new
-//! envelope, never a partial one.
+//! of a visible file (an envelope in `active/`, or its content) is a
+//! rename of a complete file from `tmp/`, so a reader (a runner, the CLI
+//! in another process) sees an old or a new envelope, never a partial
+//! one. The files of an entry still in `incoming/` are written in place:
+//! nobody reads them before activation.
 //!
 //! Who writes what, and the races between them:
 //! - The delivery stage writes `content/` then `incoming/` without fsync
@@ -192,50 +195,47 @@ impl FileQueue {
         }
     }
 
-    /// Writes the content file of `id`: `prefix` then the journal content.
-    /// A spooled body without prefix is hard-linked (the journal deletes
-    /// its own name on retire; the queue's stays). Not fsynced.
+    /// Writes the content file of `id` in place: `prefix` then the journal
+    /// content. A spooled body without prefix is hard-linked (the journal
+    /// deletes its own name on retire; the queue's stays). Not fsynced and
+    /// not renamed from `tmp/`: nobody reads the content of an entry that
+    /// is still in `incoming/`, and replay rewrites it whole (a rename
+    /// between directories takes the file system's rename lock, which the
+    /// shards' delivery workers then queue on).
     fn write_content(&self, id: QueueId, prefix: &[u8], content: &Content) -> io::Result<()> {
         let target = self.content_path(id);
-        let tmp = match content {
-            Content::Inline(body) => self.write_tmp(id, &[prefix, body], false)?,
+        let body: &[u8] = match content {
+            Content::Inline(body) => body,
             Content::Spooled(spool) => {
-                let tmp = self.tmp_path(id);
-                let linked = prefix.is_empty() && fs::hard_link(spool, &tmp).is_ok();
-                if !linked {
-                    let copied = (|| {
-                        let mut out = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-                        out.write_all(prefix)?;
-                        io::copy(&mut File::open(spool)?, &mut out)?;
-                        Ok::<(), io::Error>(())
-                    })();
-                    if let Err(e) = copied {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(e);
+                if prefix.is_empty() {
+                    remove_if_exists(&target)?;
+                    if fs::hard_link(spool, &target).is_ok() {
+                        return Ok(());
                     }
                 }
-                tmp
+                let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&target)?;
+                out.write_all(prefix)?;
+                io::copy(&mut File::open(spool)?, &mut out)?;
+                return Ok(());
             }
         };
-        fs::rename(&tmp, &target).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&target)?;
+        out.write_all(prefix)?;
+        out.write_all(body)
     }
 
     /// The delivery stage's write (after the journal commit, and again on
-    /// replay): content, then `incoming/<id>`, both without fsync and
-    /// replacing what a previous attempt left. An entry already active
-    /// (its segment was retired) is left alone.
+    /// replay): content, then `incoming/<id>`, both written in place
+    /// without fsync, replacing what a previous attempt left. An entry
+    /// already active (its segment was retired) is left alone.
     pub fn write_incoming(&self, entry: &QueueEntry, prefix: &[u8], content: &Content) -> io::Result<()> {
         if self.envelope_path(ACTIVE, entry.id).exists() {
             return Ok(());
         }
         let bytes = format::encode(entry).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         self.write_content(entry.id, prefix, content)?;
-        let tmp = self.write_tmp(entry.id, &[&bytes], false)?;
-        fs::rename(&tmp, self.envelope_path(INCOMING, entry.id)).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(self.envelope_path(INCOMING, entry.id))?;
+        out.write_all(&bytes)
     }
 
     /// Hands entries to the runners (after their journal segment was

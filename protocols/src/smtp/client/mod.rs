@@ -370,6 +370,11 @@ impl Client {
         self.tls_active
     }
 
+    /// Bytes produced and not yet taken.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
+    }
+
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)
     }
