@@ -82,7 +82,7 @@ def run_plan(plan: str, users: list[str], outdir: Path, *jargs: str) -> dict:
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"{plan}: JMeter did not finish within {RUN_TIMEOUT} s\n{e.stdout}\n{e.stderr}")
     jtls = sorted(outdir.glob(f"{plan}-*.jtl"))
-    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in outdir.glob("*.log"))
+    logs = "\n".join(f.read_text(errors="replace")[-3000:] for f in outdir.glob("*.log"))
     assert jtls, f"{plan}: no .jtl written (exit {p.returncode})\n{p.stdout}\n{p.stderr}\n{logs}"
     summary = jtl_summary.summarize(jtl_summary.read(str(jtls[-1])))
     total = summary["total"]
