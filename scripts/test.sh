@@ -4,8 +4,8 @@
 #   1. installs what the tests need when it is missing (Debian packages: swaks, msmtp,
 #      postfix for the relay test and its smtp-sink for shards/tests/outbound.rs;
 #      dnsmasq-base for that test's DNS; the IMAP/POP3 clients isync, offlineimap3, fetchmail,
-#      getmail6, neomutt and dovecot-imapd for test_imap_clients.py, dovecot-lmtpd for test_lmtp.py; pytest for the
-#      python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
+#      getmail6, neomutt and dovecot-imapd for test_imap_clients.py, dovecot-lmtpd for test_lmtp.py; jmeter and
+#      jmeter-mail for test_jmeter.py; pytest for the python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
 #      installed when all is present.
 #   2. cargo build --release --workspace
 #   3. unit and integration tests: cargo nextest (when installed) or cargo test,
@@ -56,7 +56,8 @@ logged() {
 
 # ---------------------------------------------------------------- 1. dependencies
 APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix dnsmasq-base
-          isync offlineimap3 fetchmail getmail6 neomutt dovecot-core dovecot-imapd dovecot-lmtpd)
+          isync offlineimap3 fetchmail getmail6 neomutt dovecot-core dovecot-imapd dovecot-lmtpd
+          jmeter jmeter-mail)
 # command each package provides (checked first: cheaper than dpkg and catches hand installs)
 pkg_present() {
   case "$1" in
@@ -71,6 +72,8 @@ pkg_present() {
     neomutt) command -v neomutt >/dev/null ;;
     dovecot-imapd) [ -x /usr/lib/dovecot/imap ] ;;
     dovecot-lmtpd) [ -x /usr/lib/dovecot/lmtp ] ;;
+    jmeter) command -v jmeter >/dev/null ;;
+    jmeter-mail) [ -f /usr/share/jmeter/lib/ext/ApacheJMeter_mail.jar ] ;;
     *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
   esac
 }
