@@ -5,7 +5,7 @@
 #      postfix for the relay test and its smtp-sink for shards/tests/outbound.rs;
 #      dnsmasq-base for that test's DNS; the IMAP/POP3 clients isync, offlineimap3, fetchmail,
 #      getmail6, neomutt and dovecot-imapd for test_imap_clients.py, dovecot-lmtpd for test_lmtp.py; jmeter and
-#      jmeter-mail for test_jmeter.py; pytest for the python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
+#      jmeter-mail for test_jmeter.py; opendkim-tools (opendkim-testmsg) for test_outbound.py; pytest for the python3 on PATH). Idempotent; apt and pip output goes to a log file. Nothing is
 #      installed when all is present.
 #   2. cargo build --release --workspace
 #   3. unit and integration tests: cargo nextest (when installed) or cargo test,
@@ -57,7 +57,7 @@ logged() {
 # ---------------------------------------------------------------- 1. dependencies
 APT_PKGS=(swaks libnet-ssleay-perl libauthen-sasl-perl msmtp postfix dnsmasq-base
           isync offlineimap3 fetchmail getmail6 neomutt dovecot-core dovecot-imapd dovecot-lmtpd
-          jmeter jmeter-mail)
+          jmeter jmeter-mail opendkim-tools)
 # command each package provides (checked first: cheaper than dpkg and catches hand installs)
 pkg_present() {
   case "$1" in
@@ -73,6 +73,7 @@ pkg_present() {
     dovecot-imapd) [ -x /usr/lib/dovecot/imap ] ;;
     dovecot-lmtpd) [ -x /usr/lib/dovecot/lmtp ] ;;
     jmeter) command -v jmeter >/dev/null ;;
+    opendkim-tools) [ -x /usr/sbin/opendkim-testmsg ] ;;
     jmeter-mail) [ -f /usr/share/jmeter/lib/ext/ApacheJMeter_mail.jar ] ;;
     *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
   esac

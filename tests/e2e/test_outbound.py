@@ -1,9 +1,11 @@
 """Outbound delivery end to end: an authenticated user submits to a remote domain;
 Varan finds the MX in a private dnsmasq, delivers to Postfix's smtp-sink over SMTP,
-DKIM-signs the message (verified by dkimpy against the published key), and an
+DKIM-signs the message (verified by dkimpy and by OpenDKIM's opendkim-testmsg
+against the published key), and an
 unroutable recipient (NXDOMAIN) comes back to the sender's own mailbox as an
 RFC 3464 bounce."""
 import email
+import os
 import re
 import shutil
 import subprocess
@@ -106,6 +108,39 @@ def test_relayed_mail_reaches_the_mx_dkim_signed(world):
     tampered = message.replace(mark.encode(), b"changed", 1)
     assert not dkim.verify(tampered, dnsfunc=dnsfunc)
     assert srv.cli("--config", srv.config_path, "queue", "summary").stdout.startswith("total: 0")
+    opendkim_verify(message, tampered, (dkim_name, dkim_value))
+
+
+# opendkim-testmsg resolves through /etc/resolv.conf (port 53 only): it runs in a
+# private mount namespace whose resolv.conf names a dnsmasq on this loopback address.
+OPENDKIM_DNS = "127.0.0.153"
+
+
+def opendkim_verify(message: bytes, tampered: bytes, record: tuple[str, str]):
+    """OpenDKIM's verifier accepts the signature and rejects the tampered copy
+    ("Bad signature" proves the key was fetched and used)."""
+    exe = shutil.which("opendkim-testmsg") or "/usr/sbin/opendkim-testmsg"
+    if not Path(exe).exists() or os.geteuid() != 0 or not shutil.which("unshare"):
+        why = "opendkim-testmsg (Debian opendkim-tools), root and unshare are needed"
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    work = Path(tempfile.mkdtemp(prefix="varan-e2e-opendkim-"))
+    dns = Dnsmasq(work / "dns", 53, [txt_record(*record)], address=OPENDKIM_DNS).start()
+    try:
+        (work / "resolv.conf").write_text(f"nameserver {OPENDKIM_DNS}\n")
+        results = []
+        for name, data in (("good.eml", message), ("tampered.eml", tampered)):
+            (work / name).write_bytes(data.replace(b"\r\n", b"\n"))
+            script = f"mount --bind {work / 'resolv.conf'} /etc/resolv.conf && exec {exe} < {work / name}"
+            p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                               capture_output=True, text=True, timeout=30)
+            results.append((p.returncode, p.stdout + p.stderr))
+        assert results[0][0] == 0, f"opendkim-testmsg rejected Varan's signature: {results[0]}"
+        assert results[1][0] != 0 and "Bad signature" in results[1][1], results[1]
+    finally:
+        dns.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_unroutable_recipient_bounces_to_the_local_sender(world):

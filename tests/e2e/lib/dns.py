@@ -9,9 +9,10 @@ import pytest
 
 
 class Dnsmasq:
-    def __init__(self, workdir: Path, port: int, lines: list[str]):
+    def __init__(self, workdir: Path, port: int, lines: list[str], address: str = "127.0.0.1"):
         self.dir = Path(workdir)
         self.port = port
+        self.address = address
         self.lines = lines
         self.proc: subprocess.Popen | None = None
 
@@ -21,7 +22,7 @@ class Dnsmasq:
             pytest.fail("dnsmasq is missing (apt-get install dnsmasq-base; scripts/test.sh does)", pytrace=False)
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "dns.conf"
-        conf.write_text("\n".join([f"port={self.port}", "listen-address=127.0.0.1", "bind-interfaces",
+        conf.write_text("\n".join([f"port={self.port}", f"listen-address={self.address}", "bind-interfaces",
                                    "no-resolv", "no-hosts", "local=/#/", *self.lines]) + "\n")
         self.proc = subprocess.Popen([exe, f"--conf-file={conf}", "--keep-in-foreground",
                                       f"--pid-file={self.dir / 'dnsmasq.pid'}"],
