@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -157,3 +158,56 @@ def test_unroutable_recipient_bounces_to_the_local_sender(world):
     text = status[0].as_string()
     assert re.search(r"Final-Recipient: rfc822;\s*nobody@unknown-domain.test", text, re.I), text
     assert re.search(r"Action: failed", text, re.I) and re.search(r"Status: 5\.1\.2", text), text
+
+
+KILL_AFTER_ACKED = 40     # messages acknowledged before the kill -9
+SEND_MAX = 400            # the sender stops here (or at the first error after the kill)
+DRAINED_WITHIN = 60.0     # s after the restart until every acknowledged message is at the sink
+
+
+def test_kill9_while_relaying_loses_nothing(world):
+    """kill -9 while relayed mail is being accepted and delivered: after the restart
+    every message that got its 250 reaches the next hop (a duplicate is allowed, a
+    loss is not)."""
+    srv, sink_dir, _ = world
+    acked: list[str] = []
+    errors: list[str] = []
+
+    def sender():
+        try:
+            with smtp(srv.submission_port) as s:
+                s.ehlo()
+                s.starttls(context=insecure_tls())
+                s.ehlo()
+                s.login(U1, password_for(U1))
+                for i in range(SEND_MAX):
+                    mark = marker(f"crash{i}")
+                    s.sendmail(U1, [f"r{i}@remote.test"], make_message(mark, sender=U1, to=f"r{i}@remote.test"))
+                    acked.append(mark)
+        except Exception as e:  # the kill ends the session: expected
+            errors.append(repr(e))
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < KILL_AFTER_ACKED and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(acked) >= KILL_AFTER_ACKED, (len(acked), errors)
+    srv.kill9()
+    t.join(30)
+    assert not t.is_alive()
+    srv.start()
+    want = set(acked)
+    seen: set[str] = set()
+    deadline = time.monotonic() + DRAINED_WITHIN
+    while time.monotonic() < deadline:
+        data = b"".join(f.read_bytes() for f in sink_dir.glob("dump*")).decode("utf-8", "replace")
+        seen = {m for m in want if m in data}
+        if seen == want:
+            break
+        time.sleep(0.25)
+    lost = sorted(want - seen)
+    assert len(want) < SEND_MAX, "the kill came after the last message"
+    assert not lost, f"{len(lost)} of {len(want)} acknowledged messages never reached the sink: {lost[:5]}"
+    out = srv.cli("--config", srv.config_path, "queue", "summary").stdout
+    assert out.startswith("total: 0"), out
