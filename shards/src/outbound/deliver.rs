@@ -200,7 +200,13 @@ async fn send_unit(env: &Env, conn: &mut Connection, unit: &Unit) -> Result<Vec<
     let entry: &QueueEntry = &unit.entry;
     let store = Arc::clone(&env.store);
     let id = entry.id;
-    let content = glommio::executor().spawn_blocking(move || store.content(id)).await.map_err(|e| format!("queue: {e}"))?;
+    let (content, first) = glommio::executor()
+        .spawn_blocking(move || {
+            let mut reader = store.content(id).map_err(|e| format!("queue: {e}"))?;
+            let first = super::transport::read_full_chunk(&mut reader).map_err(|e| format!("queue content: {e}"))?;
+            Ok::<_, String>((reader, first))
+        })
+        .await?;
     let tx = Transaction {
         sender: entry.sender.clone(),
         recipients: unit
@@ -214,7 +220,7 @@ async fn send_unit(env: &Env, conn: &mut Connection, unit: &Unit) -> Result<Vec<
         body: entry.body,
     };
     let host = conn.host().to_owned();
-    let result = conn.send(tx, content).await.map_err(|e| format!("{host}: {}", e.text()))?;
+    let result = conn.send(tx, content, first).await.map_err(|e| format!("{host}: {}", e.text()))?;
     if result.eight_bit_unannounced {
         tracing::info!(queue_id = %entry.id, host = %host, "8-bit message sent to a server without 8BITMIME (RFC 6152 §3: sent unchanged)");
     }

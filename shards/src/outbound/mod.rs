@@ -243,11 +243,32 @@ async fn attempt_batch(ctx: &RunnerContext, env: &Rc<Env>, entries: Vec<QueueEnt
             }
         }
     }
-    let mut all_written = true;
+    let mut finished = Vec::with_capacity(results.len());
     for (entry, outcomes) in results {
-        all_written &= finish_entry(env, entry, outcomes, now).await;
+        finished.push(finish_entry(env, entry, outcomes, now).await);
     }
-    all_written
+    write_back(env, finished).await
+}
+
+/// Writes the batch's entries back in one trip to the blocking pool;
+/// false if any could not be written (a store error other than
+/// `NotFound`: an entry deleted meanwhile by the CLI stays deleted).
+async fn write_back(env: &Env, entries: Vec<QueueEntry>) -> bool {
+    let store = Arc::clone(&env.store);
+    let failed = blocking(move || {
+        entries
+            .iter()
+            .filter_map(|e| match store.update(e) {
+                Ok(()) | Err(varan_core::queue::QueueError::NotFound(_)) => None,
+                Err(err) => Some((e.id, err)),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (id, e) in &failed {
+        tracing::error!(queue_id = %id, error = %e, "queue entry not written back");
+    }
+    failed.is_empty()
 }
 
 async fn deliver_local(ctx: &RunnerContext, env: &Env, unit: &Unit) -> Vec<Outcome> {
@@ -290,9 +311,9 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
-/// Applies the outcomes, schedules the next attempt, queues DSNs and
-/// writes the entry back; false on a store error other than `NotFound`.
-async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Outcome)>, now: u64) -> bool {
+/// Applies the outcomes, schedules the next attempt and queues DSNs;
+/// returns the entry to write back.
+async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Outcome)>, now: u64) -> QueueEntry {
     let q = &env.config.queue;
     let mut failed_now = Vec::new();
     let mut relayed_now = Vec::new();
@@ -341,17 +362,7 @@ async fn finish_entry(env: &Env, mut entry: QueueEntry, outcomes: Vec<(usize, Ou
     for (action, indexes) in dsns {
         queue_dsn(env, &entry, action, &indexes, &remote_of, now).await;
     }
-    let store = Arc::clone(&env.store);
-    let id = entry.id;
-    match blocking(move || store.update(&entry)).await {
-        Ok(()) => true,
-        // Deleted meanwhile (CLI): it stays deleted.
-        Err(varan_core::queue::QueueError::NotFound(_)) => true,
-        Err(e) => {
-            tracing::error!(queue_id = %id, error = %e, "queue entry not written back");
-            false
-        }
-    }
+    entry
 }
 
 /// When to try again after `attempts` attempts: `retry_initial ·

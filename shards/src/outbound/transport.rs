@@ -148,19 +148,18 @@ impl Connection {
         self.client.tls_active()
     }
 
-    /// Runs one transaction; `content` is read on the blocking pool.
-    pub async fn send(&mut self, tx: Transaction, mut content: ContentReader) -> Result<TransactionResult, ConnError> {
+    /// Runs one transaction. `first` is the content's first chunk (read
+    /// with [`read_full_chunk`] when the content was opened, so a small
+    /// message costs one trip to the blocking pool); the rest of `content`
+    /// is read there too.
+    pub async fn send(&mut self, tx: Transaction, mut content: ContentReader, first: Vec<u8>) -> Result<TransactionResult, ConnError> {
         self.client.send(tx);
+        let mut first = Some(first);
         loop {
             match self.next_event().await? {
                 ClientEvent::SendContent => {
+                    let mut chunk = first.take().unwrap_or_default();
                     loop {
-                        let (reader, chunk) = read_chunk(content).await;
-                        content = reader;
-                        let chunk = chunk.map_err(|e| ConnError::Io(format!("queue content: {e}")))?;
-                        if chunk.is_empty() {
-                            break;
-                        }
                         self.client.content(&chunk);
                         if chunk.len() < CONTENT_CHUNK_BYTES {
                             break; // a short chunk is the end: no read for EOF
@@ -168,6 +167,9 @@ impl Connection {
                         if self.client.output_len() >= CONTENT_CHUNK_BYTES {
                             self.flush().await?;
                         }
+                        let (reader, next) = read_chunk(content).await;
+                        content = reader;
+                        chunk = next.map_err(|e| ConnError::Io(format!("queue content: {e}")))?;
                     }
                     // The tail and "." go out together in `next_event`.
                     self.client.content_end();
@@ -258,26 +260,26 @@ fn event_name(e: &ClientEvent) -> &'static str {
 }
 
 /// Reads up to [`CONTENT_CHUNK_BYTES`]; shorter only at the end of the
-/// content, so a small message costs one trip to the blocking pool.
+/// content. Blocking: call it on the blocking pool.
+pub fn read_full_chunk(reader: &mut ContentReader) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; CONTENT_CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 async fn read_chunk(mut reader: ContentReader) -> (ContentReader, std::io::Result<Vec<u8>>) {
     glommio::executor()
         .spawn_blocking(move || {
-            let mut buf = vec![0u8; CONTENT_CHUNK_BYTES];
-            let mut filled = 0;
-            let r = loop {
-                if filled == buf.len() {
-                    break Ok(buf);
-                }
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => {
-                        buf.truncate(filled);
-                        break Ok(buf);
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Err(e),
-                }
-            };
+            let r = read_full_chunk(&mut reader);
             (reader, r)
         })
         .await
