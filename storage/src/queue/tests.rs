@@ -271,3 +271,58 @@ fn management_counts() {
     assert_eq!(q.list().unwrap().len(), 2);
     assert!(q.list().unwrap().iter().all(|e| e.state() == QueueState::New));
 }
+
+#[test]
+fn management_changes_from_another_process_reach_the_runner_scan() {
+    let t = TempDir::new();
+    let server = queue(&t);
+    let cli = queue(&t); // another FileQueue on the same directory, as `varan queue` is
+    let mut entries = Vec::new();
+    for id in 1..=50u64 {
+        let mut e = pending(id);
+        e.next_attempt = 10_000;
+        server.write_incoming(&e, b"", &Content::Inline(b"m\n".to_vec())).unwrap();
+        entries.push(e);
+    }
+    server.activate_all().unwrap();
+    assert!(server.due((0, 1), 100, 100).unwrap().is_empty());
+    // The runner's own writes are seen (from its cache) without a re-read.
+    let mut e7 = entries[6].clone();
+    e7.attempts = 3;
+    e7.next_attempt = 50;
+    server.update(&e7).unwrap();
+    assert_eq!(server.due((0, 1), 100, 100).unwrap(), vec![e7.clone()]);
+    // A retry from the CLI is seen by the next scan of every partition.
+    for _ in 0..5 {
+        cli.retry(QueueId(20)).unwrap();
+        let due: Vec<u64> = server.due((0, 1), 100, 100).unwrap().iter().map(|e| e.id.0).collect();
+        assert_eq!(due, vec![7, 20]);
+        // Back to later, also by the CLI (a second change before any scan).
+        cli.modify(QueueId(20), |e| e.next_attempt = 10_000).unwrap();
+        cli.modify(QueueId(20), |e| e.next_attempt = 20_000).unwrap();
+        assert_eq!(server.get(QueueId(20)).unwrap().next_attempt, 20_000);
+        assert_eq!(server.due((0, 1), 100, 100).unwrap(), vec![e7.clone()]);
+        assert_eq!(server.next_due((0, 1)).unwrap(), Some(50));
+    }
+    // Deleted by the CLI: gone from the scan.
+    cli.delete(QueueId(7)).unwrap();
+    assert!(server.due((0, 1), 100, 100).unwrap().is_empty());
+    assert_eq!(server.next_due((0, 1)).unwrap(), Some(10_000));
+}
+
+#[test]
+fn due_takes_the_oldest_within_the_limit() {
+    let t = TempDir::new();
+    let q = queue(&t);
+    for id in 1..=30u64 {
+        let mut e = pending(id);
+        e.queued_at = 1_000 - id; // higher id = older
+        e.next_attempt = if id % 3 == 0 { 5_000 } else { 0 };
+        q.write_incoming(&e, b"", &Content::Inline(b"m\n".to_vec())).unwrap();
+    }
+    q.activate_all().unwrap();
+    let ids: Vec<u64> = q.due((0, 1), 100, 5).unwrap().iter().map(|e| e.id.0).collect();
+    assert_eq!(ids, vec![29, 28, 26, 25, 23]);
+    assert!(q.due((0, 1), 100, 0).unwrap().is_empty());
+    assert_eq!(q.due((0, 1), 100, 100).unwrap().len(), 20);
+}
