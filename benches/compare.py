@@ -1643,10 +1643,19 @@ def relay_part(args, bin_dir, workdir, runs_dir, machine, started, out_dir):
 
 
 def relay_exit(res):
-    """1 if a server did not relay every accepted message or none were accepted."""
-    bad = [r["server"] for r in (res["varan"], res["peer"]) if r and (r["timed_out"] or not r["accepted"])]
+    """1 if a server did not relay every accepted message, none were
+    accepted, or a sampled message was not validly DKIM-signed."""
+    bad = []
+    for r in (res["varan"], res["peer"]):
+        if not r:
+            continue
+        d = r.get("dkim") or {}
+        if r["timed_out"] or not r["accepted"]:
+            bad.append(f"{r['server']} (not every accepted message reached the sink)")
+        elif d.get("signed") != d.get("checked") or d.get("verified") not in (None, d.get("checked")):
+            bad.append(f"{r['server']} (DKIM sample: {d})")
     if bad:
-        log(f"relay: not every accepted message reached the sink: {', '.join(bad)}")
+        log(f"relay: failed: {', '.join(bad)}")
         return 1
     return 0
 
