@@ -21,9 +21,12 @@
 //! CR, LF and other controls replaced and is cut to [`FIELD_BYTES_MAX`],
 //! so a remote server's reply cannot add header fields.
 //!
-//! Gap: addresses with UTF-8 are reported with type `rfc822` in a
-//! `message/delivery-status` part; RFC 6533's `message/global-delivery-status`
-//! is not produced yet.
+//! Internationalized reports (RFC 6533): when the original transaction
+//! used SMTPUTF8 or an address in the report is not ASCII, the status part
+//! is `message/global-delivery-status` with addresses of type `utf-8`
+//! (ASCII ones stay `rfc822`), and the original comes back as
+//! `message/global` or `message/global-headers`; such a report itself
+//! needs SMTPUTF8 ([`is_global`]). `report-type` stays `delivery-status`.
 
 use std::fmt::Write as _;
 
@@ -103,6 +106,21 @@ pub struct DsnInput<'a> {
     pub recipients: &'a [DsnRecipient],
     /// The original message, LF line endings.
     pub original: &'a [u8],
+    /// The original transaction used SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+}
+
+/// Whether the report for `input` is an internationalized one (RFC 6533),
+/// which must be sent with SMTPUTF8.
+pub fn is_global(input: &DsnInput<'_>) -> bool {
+    input.smtputf8 || !input.sender.is_ascii() || input.recipients.iter().any(|r| !r.address.is_ascii() || r.original.as_deref().is_some_and(|o| !o.is_ascii()))
+}
+
+/// An address field value: `rfc822; a@b` or, in a global report for a
+/// non-ASCII address, `utf-8; …` (RFC 6533 §3).
+fn typed_address(address: &str, global: bool) -> String {
+    let kind = if global && !address.is_ascii() { "utf-8" } else { "rfc822" };
+    format!("{kind}; {}", clean(address))
 }
 
 /// The report, or `None` when none is due (null sender, nobody asked).
@@ -113,6 +131,7 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     let wanted: Vec<&DsnRecipient> = input.recipients.iter().filter(|r| r.action.wanted_by(&r.notify)).collect();
     let first = wanted.first()?;
     let kind = first.action;
+    let global = is_global(input);
     let host = clean(input.reporting_mta);
     let headers_only = kind != DsnAction::Failed || input.ret == Ret::Headers || input.original.len() > RETURN_FULL_BYTES_MAX;
     let returned: &[u8] = if headers_only { header_block(input.original) } else { input.original };
@@ -140,7 +159,8 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     out.push_str(&human_text(kind, &host, &wanted));
 
     // Part 2: for programs (RFC 3464 §2.2, §2.3).
-    let _ = write!(out, "\n--{boundary}\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; {host}\n");
+    let status_type = if global { "message/global-delivery-status" } else { "message/delivery-status" };
+    let _ = write!(out, "\n--{boundary}\nContent-Type: {status_type}\n\nReporting-MTA: dns; {host}\n");
     if let Some(envid) = input.envid {
         let _ = writeln!(out, "Original-Envelope-Id: {}", clean(envid));
     }
@@ -148,9 +168,9 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     for r in &wanted {
         out.push('\n');
         if let Some(orcpt) = &r.original {
-            let _ = writeln!(out, "Original-Recipient: {}", clean(orcpt));
+            let _ = writeln!(out, "Original-Recipient: {}", original_recipient(orcpt, global));
         }
-        let _ = writeln!(out, "Final-Recipient: rfc822; {}", clean(&r.address));
+        let _ = writeln!(out, "Final-Recipient: {}", typed_address(&r.address, global));
         let _ = writeln!(out, "Action: {}", r.action.name());
         let _ = writeln!(out, "Status: {}", status_or_default(&r.status, r.action));
         if let Some(mta) = &r.remote_mta {
@@ -167,7 +187,12 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     }
 
     // Part 3: the original (RFC 3462 §2 / RFC 3461 §4.3).
-    let ctype = if headers_only { "text/rfc822-headers" } else { "message/rfc822" };
+    let ctype = match (global, headers_only) {
+        (false, true) => "text/rfc822-headers",
+        (false, false) => "message/rfc822",
+        (true, true) => "message/global-headers",
+        (true, false) => "message/global",
+    };
     let _ = write!(out, "\n--{boundary}\nContent-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(returned);
@@ -176,6 +201,19 @@ pub fn build(input: &DsnInput<'_>) -> Option<Vec<u8>> {
     }
     bytes.extend_from_slice(format!("\n--{boundary}--\n").as_bytes());
     Some(bytes)
+}
+
+/// ORCPT as stored (`type;address`, RFC 3461 §4.2), as a field value; a
+/// non-ASCII `rfc822` address becomes `utf-8` in a global report.
+fn original_recipient(orcpt: &str, global: bool) -> String {
+    if !global {
+        return clean(orcpt);
+    }
+    match orcpt.split_once(';') {
+        Some((kind, address)) if kind.trim().eq_ignore_ascii_case("rfc822") => typed_address(address.trim(), global),
+        Some((kind, address)) => format!("{}; {}", clean(kind.trim()), clean(address.trim())),
+        None => typed_address(orcpt.trim(), global),
+    }
 }
 
 fn human_text(kind: DsnAction, host: &str, rcpts: &[&DsnRecipient]) -> String {
@@ -278,6 +316,7 @@ mod tests {
             token: "00000000000000ab.1",
             recipients: rcpts,
             original: ORIGINAL,
+            smtputf8: false,
         }
     }
 
@@ -384,5 +423,37 @@ mod tests {
         assert!(inner.body_text(0).unwrap().contains("not a boundary"));
         let status = std::str::from_utf8(msg.parts[2].contents()).unwrap();
         assert!(status.contains("Action: failed"));
+    }
+
+    #[test]
+    fn internationalized_report_uses_the_global_types() {
+        let mut r = rcpt(DsnAction::Failed, Notify::default());
+        r.address = "пользователь@пример.рф".into();
+        r.original = Some("rfc822;пользователь@пример.рф".into());
+        let original = "From: a@here.example\nTo: пользователь@пример.рф\nSubject: привет\n\nтело\n".as_bytes();
+        let rcpts = [r];
+        let mut inp = input(&rcpts, Ret::Full);
+        inp.original = original;
+        assert!(is_global(&inp));
+        let text = String::from_utf8(build(&inp).unwrap()).unwrap();
+        assert!(text.contains("report-type=delivery-status"), "{text}");
+        assert!(text.contains("Content-Type: message/global-delivery-status\n"), "{text}");
+        assert!(text.contains("Final-Recipient: utf-8; пользователь@пример.рф\n"), "{text}");
+        assert!(text.contains("Original-Recipient: utf-8; пользователь@пример.рф\n"), "{text}");
+        assert!(text.contains("Content-Type: message/global\n"), "{text}");
+        assert!(text.contains("Subject: привет"), "{text}");
+        // Headers only: message/global-headers. An SMTPUTF8 original with ASCII
+        // addresses is global too, its addresses stay rfc822.
+        let ascii = [rcpt(DsnAction::Failed, Notify::default())];
+        let mut inp = input(&ascii, Ret::Headers);
+        inp.smtputf8 = true;
+        let text = String::from_utf8(build(&inp).unwrap()).unwrap();
+        assert!(text.contains("Content-Type: message/global-headers\n"), "{text}");
+        assert!(text.contains("Final-Recipient: rfc822; b@there.example\n"), "{text}");
+        // Not internationalized: the RFC 3464 types.
+        let plain = input(&ascii, Ret::Headers);
+        assert!(!is_global(&plain));
+        let text = String::from_utf8(build(&plain).unwrap()).unwrap();
+        assert!(text.contains("Content-Type: message/delivery-status\n") && text.contains("text/rfc822-headers"), "{text}");
     }
 }

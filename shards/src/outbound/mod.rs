@@ -421,7 +421,9 @@ async fn queue_dsn(env: &Env, entry: &QueueEntry, action: DsnAction, indexes: &[
         token: &token,
         recipients: &recipients,
         original: &original,
+        smtputf8: entry.body.smtputf8,
     };
+    let global = dsn::is_global(&input);
     let Some(content) = dsn::build(&input) else { return };
     let dsn_entry = QueueEntry {
         id: new_queue_id(entry.id),
@@ -429,7 +431,8 @@ async fn queue_dsn(env: &Env, entry: &QueueEntry, action: DsnAction, indexes: &[
         recipients: vec![QueuedRecipient { address: entry.sender.clone(), orcpt: None, notify: Notify::default(), state: RecipientState::Pending, last_error: None }],
         envid: None,
         ret: Ret::Headers,
-        body: BodyInfo { eight_bit: content.iter().any(|b| *b > 127), smtputf8: !entry.sender.is_ascii(), size: content.len() as u64 },
+        // An internationalized report (RFC 6533) carries UTF-8 headers: SMTPUTF8.
+        body: BodyInfo { eight_bit: content.iter().any(|b| *b > 127), smtputf8: global, size: content.len() as u64 },
         submitter: None,
         queued_at: now,
         next_attempt: 0,
