@@ -305,7 +305,13 @@ class Varan:
     def start(self, ready_timeout: float = 10.0) -> None:
         assert not self.running, f"{self.name} is already running"
         ports = self.listener_ports()
+        # A server just killed (or stopped) may hold its listeners a moment
+        # longer: io_uring tears its sockets down after the process is gone.
+        deadline = time.monotonic() + 10
         busy = [p for p in ports if port_open(p)]
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.1)
+            busy = [p for p in ports if port_open(p)]
         assert not busy, (f"ports {busy} already accept connections before {self.name} starts: "
                           "another process (a server left over from an earlier run?) holds them")
         self.starts += 1
