@@ -26,8 +26,10 @@
 #![deny(unsafe_code)]
 
 mod codec;
+pub mod bans;
 pub mod directory_json;
 pub mod dkim;
+pub mod greylist;
 pub mod journal;
 pub mod maildir;
 pub mod mailstore;
