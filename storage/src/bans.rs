@@ -32,6 +32,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// `<data_dir>/protect/bans.log`: the server's and `varan ban`'s log.
+pub fn ban_log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("protect").join("bans.log")
+}
+
 /// Stripes of the failure table (counted from every shard).
 const STRIPES: usize = 16;
 /// Longest line read from the log; longer ones are skipped (a valid line
