@@ -6,6 +6,7 @@ IPs never banned, and the per-IP connection rate limit.
 
 Each loopback source address (127.0.0.x) is a distinct client."""
 import base64
+import signal
 import socket
 import time
 
@@ -373,3 +374,19 @@ def test_connection_rate_limit(srv):
     assert smtp_greeting(srv, "127.0.0.51").code == 220
     for _ in range(RATE + 2):
         assert smtp_greeting(srv, ALLOWED).code == 220
+
+
+# ------------------------------------------------------------------ reload
+def test_lists_are_reloaded_on_sighup(srv):
+    ip = "127.0.0.60"
+    assert smtp_greeting(srv, ip).code == 220
+    cfg = srv.config
+    cfg["protection"]["lists"]["ip_deny"] = [DENIED, "127.0.0.60/32"]
+    cfg["protection"]["lists"]["sender_deny"] = ["spammer@bad.test", "@evil.test", "@later.test"]
+    srv.config = cfg
+    srv._signal_group(signal.SIGHUP)
+    wait_until(lambda: (r := smtp_greeting(srv, ip)) is not None and r.code == 554, what="ip_deny reloaded")
+    with smtp_from(srv, "127.0.0.61") as c:
+        c.greet()
+        r = c.cmd("MAIL FROM:<x@later.test>")
+        assert r.code == 550 and r.enhanced == "5.7.1", f"{r}\n{c.dump()}"
