@@ -91,7 +91,8 @@ async fn session(
     let config = Arc::new(SessionConfig::from_config(&live.config, live.tls.is_some()));
     let session = Session::new(config, Arc::clone(&ctx.imap_cache), implicit_tls);
     let framer = Framer::new(session.framer_limits());
-    let mut driver = Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, remote: *slot.key(), slot: Some(slot), user_slot: None, user: None, tls: implicit_tls };
+    let mut driver =
+        Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, remote: *slot.key(), slot: Some(slot), user_slot: None, user: None, tls: implicit_tls };
     driver.run().await;
     if live.config.server.log_sessions {
         tracing::info!(user = driver.user.as_deref().unwrap_or("-"), "session end");

@@ -374,7 +374,12 @@ impl BanLog {
         f.take(READ_BYTES_MAX).read_to_end(&mut buf)?;
         // Only whole lines: a line being appended is read next time.
         let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-        let events = buf[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty() && l.len() <= LINE_BYTES_MAX).filter_map(|l| std::str::from_utf8(l).ok()).filter_map(BanEvent::parse).collect();
+        let events = buf[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && l.len() <= LINE_BYTES_MAX)
+            .filter_map(|l| std::str::from_utf8(l).ok())
+            .filter_map(BanEvent::parse)
+            .collect();
         self.offset += end as u64;
         Ok((events, restart))
     }

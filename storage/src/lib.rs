@@ -25,8 +25,8 @@
 //! The on-disk formats are described in `storage/README.md`.
 #![deny(unsafe_code)]
 
-mod codec;
 pub mod bans;
+mod codec;
 pub mod directory_json;
 pub mod dkim;
 pub mod greylist;

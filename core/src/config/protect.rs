@@ -167,7 +167,12 @@ impl ProtectionConfig {
     /// Range checks; called by `Config::validate`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.lists;
-        for (name, n) in [("protection.lists.ip_allow", l.ip_allow.len()), ("protection.lists.ip_deny", l.ip_deny.len()), ("protection.lists.sender_allow", l.sender_allow.len()), ("protection.lists.sender_deny", l.sender_deny.len())] {
+        for (name, n) in [
+            ("protection.lists.ip_allow", l.ip_allow.len()),
+            ("protection.lists.ip_deny", l.ip_deny.len()),
+            ("protection.lists.sender_allow", l.sender_allow.len()),
+            ("protection.lists.sender_deny", l.sender_deny.len()),
+        ] {
             if n > caps::LIST_ENTRIES_MAX {
                 return Err(invalid(name, format!("at most {} entries", caps::LIST_ENTRIES_MAX)));
             }
@@ -375,7 +380,13 @@ mod tests {
 
     #[test]
     fn allow_wins_over_deny() {
-        let c = ListsConfig { sender_allow: vec!["ok@spam.test".into()], sender_deny: vec!["@spam.test".into()], ip_allow: vec!["10.0.0.5".parse().unwrap()], ip_deny: vec!["10.0.0.0/8".parse().unwrap()], ..Default::default() };
+        let c = ListsConfig {
+            sender_allow: vec!["ok@spam.test".into()],
+            sender_deny: vec!["@spam.test".into()],
+            ip_allow: vec!["10.0.0.5".parse().unwrap()],
+            ip_deny: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
         assert_eq!(SenderLists::compile(&c).check(Some(&addr("ok@spam.test"))), Listed::Allow);
         let ips = IpLists::compile(&c);
         assert_eq!(ips.check("10.0.0.5".parse().unwrap()), Listed::Allow);

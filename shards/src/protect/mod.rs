@@ -194,7 +194,8 @@ impl Protect {
                 return None;
             }
         }
-        let policy = GreylistPolicy { delay: g.delay.as_secs(), record_lifetime: g.record_lifetime.as_secs(), allow_lifetime: g.allow_lifetime.as_secs(), records_max: g.records_max };
+        let policy =
+            GreylistPolicy { delay: g.delay.as_secs(), record_lifetime: g.record_lifetime.as_secs(), allow_lifetime: g.allow_lifetime.as_secs(), records_max: g.records_max };
         let sender_key = sender.map(EmailAddress::key).unwrap_or_default();
         let key = triplet_key(ip, &sender_key, &recipient.key());
         match self.greylist.check(&key, now(), &policy) {
@@ -302,4 +303,3 @@ impl Protect {
         self.persist(files, now());
     }
 }
-
