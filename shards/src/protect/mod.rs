@@ -303,3 +303,92 @@ impl Protect {
         self.persist(files, now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(edit: impl FnOnce(&mut Config)) -> Live {
+        let mut c = Config::default();
+        c.dkim.sign = false;
+        c.tls.certificate = "/nonexistent/cert.pem".into();
+        c.tls.private_key = "/nonexistent/key.pem".into();
+        c.protection.lists.ip_allow = vec!["192.0.2.1".parse().unwrap()];
+        c.protection.lists.ip_deny = vec!["198.51.100.0/24".parse().unwrap()];
+        c.protection.lists.sender_allow = vec!["@friend.test".into()];
+        c.protection.greylist.ignore_sender_domains = vec!["ignored.test".into()];
+        c.smtp.full_allowed_ips = vec!["203.0.113.9".parse().unwrap()];
+        edit(&mut c);
+        Live::build(c).expect("live")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn addr(s: &str) -> EmailAddress {
+        EmailAddress::parse(s).unwrap()
+    }
+
+    #[test]
+    fn admission_order_allow_ban_deny_rate() {
+        let live = live(|c| c.protection.rate.connections_per_minute = Some(2));
+        let p = Protect::default();
+        assert_eq!(p.admit(&live, ip("192.0.2.1"), Service::Smtp), Ok(true));
+        assert_eq!(p.admit(&live, ip("198.51.100.7"), Service::Smtp), Err(Refusal::Denied));
+        assert_eq!(p.admit(&live, ip("198.51.100.7"), Service::Imap), Ok(false), "the IP lists are SMTP's");
+        let banned = varan_storage::bans::Ban { until: now() + 60, reason: varan_storage::bans::BanReason::Manual };
+        p.bans.ban(ip("192.0.2.1"), banned, 10);
+        p.bans.ban(ip("192.0.2.50"), banned, 10);
+        assert_eq!(p.admit(&live, ip("192.0.2.1"), Service::Pop3), Ok(true), "allow-listed wins over a ban");
+        assert_eq!(p.admit(&live, ip("192.0.2.50"), Service::Imap), Err(Refusal::Banned));
+        let other = ip("192.0.2.60");
+        assert_eq!(p.admit(&live, other, Service::Smtp), Ok(false));
+        assert_eq!(p.admit(&live, other, Service::Imap), Ok(false));
+        assert_eq!(p.admit(&live, other, Service::Pop3), Err(Refusal::RateLimited), "counted across protocols");
+        for _ in 0..5 {
+            assert_eq!(p.admit(&live, ip("192.0.2.1"), Service::Smtp), Ok(true), "allow-listed clients are not rate limited");
+        }
+    }
+
+    #[test]
+    fn greylisting_exemptions() {
+        let live = live(|_| {});
+        let p = Protect::default();
+        let rcpt = addr("u1@bench.test");
+        let stranger = ip("192.0.2.99");
+        let r = p.greylist(&live, stranger, false, Some(&addr("a@example.org")), &rcpt).expect("greylisted");
+        assert_eq!((r.code, r.enhanced), (451, (4, 7, 1)));
+        assert!(p.greylist(&live, stranger, false, None, &rcpt).is_some(), "the null sender is greylisted too");
+        assert!(p.greylist(&live, stranger, true, Some(&addr("b@example.org")), &rcpt).is_none(), "allow-listed client");
+        assert!(p.greylist(&live, ip("203.0.113.9"), false, Some(&addr("c@example.org")), &rcpt).is_none(), "full_allowed_ips");
+        assert!(p.greylist(&live, stranger, false, Some(&addr("d@friend.test")), &rcpt).is_none(), "allow-listed sender");
+        assert!(p.greylist(&live, stranger, false, Some(&addr("e@Ignored.test")), &rcpt).is_none(), "ignored sender domain");
+        let off = self::tests::live(|c| c.protection.greylist.enabled = false);
+        assert!(p.greylist(&off, stranger, false, Some(&addr("f@example.org")), &rcpt).is_none());
+    }
+
+    #[test]
+    fn failed_logins_ban_except_allow_listed_or_disabled() {
+        let live = live(|_| {});
+        let p = Protect::default();
+        for _ in 0..3 {
+            p.login_failed(&live, ip("192.0.2.1"));
+            p.login_failed(&live, ip("192.0.2.77"));
+        }
+        assert!(p.bans.banned_until(ip("192.0.2.77"), now()).is_some());
+        assert!(p.bans.banned_until(ip("192.0.2.1"), now()).is_none(), "allow-listed IPs are never banned");
+        let off = self::tests::live(|c| c.protection.auth.enabled = false);
+        for _ in 0..5 {
+            p.login_failed(&off, ip("192.0.2.78"));
+        }
+        assert!(p.bans.banned_until(ip("192.0.2.78"), now()).is_none());
+    }
+
+    #[test]
+    fn sender_lists_are_handed_to_sessions_only_when_used() {
+        assert!(live(|_| {}).protect.senders.is_some());
+        assert!(live(|c| c.protection.lists.sender_allow.clear()).protect.senders.is_none());
+        assert!(live(|c| c.protection.lists.enabled = false).protect.senders.is_none());
+    }
+}
