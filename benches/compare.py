@@ -498,6 +498,11 @@ class Varan:
         # Every service's limits ([smtp], [imap], [pop3]) get the same room.
         if n1 < 1 or n2 < 1:
             raise Abort(f"could not find connections_max/connections_per_ip_max in {self.config}")
+        # Greylisting (on by default, seed 002) would answer every unauthenticated
+        # load-generator RCPT with 451; the comparison measures delivery, not it.
+        text, n3 = sub_in_sections(text, (r"protection\.greylist",), "enabled", "false")
+        if n3 < 1:
+            raise Abort(f"could not find [protection.greylist] enabled in {self.config}")
         with open(self.config, "w") as f:
             f.write(text)
         m = re.search(r'(?ms)^\[\[directory\]\].*?^path\s*=\s*"([^"]+)"', text)

@@ -10,6 +10,7 @@
 //! renames the server's runners use.
 #![forbid(unsafe_code)]
 
+pub mod bans;
 pub mod dkim;
 pub mod firstrun;
 pub mod queue;

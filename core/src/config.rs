@@ -17,6 +17,8 @@ use std::time::Duration;
 
 mod outbound;
 pub use outbound::{caps as outbound_caps, DnsConfig, LmtpConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
+pub mod protect;
+pub use protect::ProtectionConfig;
 
 /// Why a configuration was refused. The text names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Local mail handed to an external LMTP server instead of the Maildir.
     pub lmtp: LmtpConfig,
+    /// Lists, greylisting, bans and rate limits (docs/design/protection.md).
+    pub protection: ProtectionConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -548,6 +552,7 @@ impl Config {
                 return Err(invalid("directory.domain", format!("provider {:?} serves {:?}, which is not a [[domain]]", p.name, p.domain)));
             }
         }
+        self.protection.validate()?;
         self.validate_outbound()
     }
 

@@ -3,7 +3,6 @@
 //! store run on the shard's blocking pool (the session is moved there and
 //! back), everything else inline. See docs/design/imap.md.
 
-use crate::auth;
 use crate::conn::Conn;
 use crate::live::{ConnGuard, Live, Refusal};
 use crate::shard::ShardCtx;
@@ -37,6 +36,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, implicit_
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let live = ctx.live();
     let imap = &live.config.imap;
+    if let Err(refusal) = ctx.counters.protect.admit(&live, remote.ip(), crate::protect::Service::Imap) {
+        tracing::info!(peer = %remote, ?refusal, "IMAP connection refused");
+        let mut conn = Conn::Plain(stream);
+        // Implicit TLS: the client cannot read a cleartext BYE; just close.
+        if !implicit_tls {
+            let _ = conn.write_all(refusal.imap_reply().as_bytes()).await;
+        }
+        conn.close().await;
+        return;
+    }
     let slot = match ctx.counters.imap.admit(remote.ip(), imap.connections_max, imap.connections_per_ip_max) {
         Ok(g) => g,
         Err(why) => {
@@ -82,7 +91,8 @@ async fn session(
     let config = Arc::new(SessionConfig::from_config(&live.config, live.tls.is_some()));
     let session = Session::new(config, Arc::clone(&ctx.imap_cache), implicit_tls);
     let framer = Framer::new(session.framer_limits());
-    let mut driver = Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, slot: Some(slot), user_slot: None, user: None, tls: implicit_tls };
+    let mut driver =
+        Driver { ctx, live: Arc::clone(&live), session: Some(session), framer, conn, remote: *slot.key(), slot: Some(slot), user_slot: None, user: None, tls: implicit_tls };
     driver.run().await;
     if live.config.server.log_sessions {
         tracing::info!(user = driver.user.as_deref().unwrap_or("-"), "session end");
@@ -96,6 +106,8 @@ struct Driver {
     session: Option<Session>,
     framer: Framer,
     conn: Conn,
+    /// The client's address (bans count failed logins per IP).
+    remote: std::net::IpAddr,
     /// Places in the connection limits, given back before the socket closes.
     slot: Option<ConnGuard<std::net::IpAddr>>,
     user_slot: Option<ConnGuard<String>>,
@@ -292,7 +304,7 @@ impl Driver {
     }
 
     async fn login(&mut self, creds: Credentials) -> Step {
-        let verdict = auth::login_as(&self.live, &creds.authzid, &creds.authcid, creds.password).await;
+        let verdict = self.ctx.counters.protect.login(&self.live, self.remote, &creds.authzid, &creds.authcid, creds.password).await;
         let address = match verdict {
             Ok(a) => a,
             Err(v) => {

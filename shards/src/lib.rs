@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod policy;
 pub mod pop3;
 pub mod probe;
+pub mod protect;
 pub mod server;
 pub mod shard;
 pub mod smtp;

@@ -24,6 +24,8 @@ pub struct Live {
     pub watched: Vec<(PathBuf, Option<SystemTime>)>,
     /// DKIM keys of the served domains (empty when `dkim.sign` is off).
     pub dkim: varan_storage::dkim::DkimSigners,
+    /// `[protection]` lists, compiled.
+    pub protect: crate::protect::Lists,
 }
 
 fn mtime(path: &std::path::Path) -> Option<SystemTime> {
@@ -55,7 +57,8 @@ impl Live {
         } else {
             varan_storage::dkim::DkimSigners::default()
         };
-        Ok(Live { config, directories, tls, layout, watched, dkim })
+        let protect = crate::protect::Lists::compile(&config.protection);
+        Ok(Live { config, directories, tls, layout, watched, dkim, protect })
     }
 
     /// True when a watched user database changed since it was loaded.
@@ -128,6 +131,13 @@ pub struct ConnGuard<K: std::hash::Hash + Eq + Clone> {
     key: K,
 }
 
+impl<K: std::hash::Hash + Eq + Clone> ConnGuard<K> {
+    /// What the connection was counted under (the client IP for services).
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
 impl<K: std::hash::Hash + Eq + Clone> Drop for ConnGuard<K> {
     fn drop(&mut self) {
         let mut table = self.table.stripe(&self.key).lock().unwrap_or_else(|p| p.into_inner());
@@ -150,6 +160,8 @@ pub struct Counters {
     /// IMAP sessions per logged-in user (key: the account's lower-case address).
     pub imap_users: Arc<ConnTable<String>>,
     pub pop3: Arc<ConnTable<IpAddr>>,
+    /// Greylist, bans and rate windows (`crate::protect`).
+    pub protect: Arc<crate::protect::Protect>,
 }
 
 /// The process-wide verification cache (Dovecot-style auth cache).

@@ -42,6 +42,9 @@ enum Command {
     /// Inspect and manage the outbound queue (also while the server runs).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// List, add or lift bans of client IPs (also while the server runs).
+    #[command(subcommand)]
+    Ban(BanCommand),
     /// Print the effective configuration with secrets masked.
     Dump,
 }
@@ -95,6 +98,21 @@ enum QueueCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BanCommand {
+    /// Active bans: IP, end, minutes left, reason (failures or manual).
+    List,
+    /// Ban an IP (refused for protection.lists.ip_allow addresses).
+    Add {
+        ip: String,
+        /// Length of the ban (default: protection.auth.ban_time).
+        #[arg(long)]
+        minutes: Option<u64>,
+    },
+    /// Lift the ban of an IP and forget its failed logins.
+    Del { ip: String },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +204,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
             queue_command(&config, cmd).map_err(|e| e.to_string())
         }
+        Some(Command::Ban(cmd)) => {
+            let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
+            ban_command(&config, cmd).map_err(|e| e.to_string())
+        }
         Some(Command::Dump) => {
             let config = varan_admin::load_config(&config_path(&cli)?).map_err(|e| e.to_string())?;
             print!("{}", config.to_toml_masked());
@@ -213,6 +235,24 @@ fn queue_command(config: &varan_core::config::Config, cmd: &QueueCommand) -> Res
         QueueCommand::Delete { id: Some(id), .. } => queue::delete(&q, queue::parse_id(id)?)?,
         QueueCommand::Delete { deferred: true, .. } => println!("{} deferred entries deleted", queue::delete_deferred(&q)?),
         QueueCommand::Delete { .. } => println!("{} entries deleted", queue::delete_all(&q)?),
+    }
+    Ok(())
+}
+
+fn ban_command(config: &varan_core::config::Config, cmd: &BanCommand) -> Result<(), varan_admin::AdminError> {
+    use varan_admin::bans;
+    match cmd {
+        BanCommand::List => print!("{}", bans::list(config)?),
+        BanCommand::Add { ip, minutes } => {
+            let ip = bans::parse_ip(ip)?;
+            let until = bans::add(config, ip, *minutes)?;
+            println!("{ip} banned until {} (a running server applies it within a second)", varan_core::datetime::rfc5322(i64::try_from(until).unwrap_or(i64::MAX)));
+        }
+        BanCommand::Del { ip } => {
+            let ip = bans::parse_ip(ip)?;
+            let was = bans::del(config, ip)?;
+            println!("{ip} {} (a running server applies it within a second)", if was { "unbanned" } else { "was not banned; its failed logins are forgotten" });
+        }
     }
     Ok(())
 }

@@ -19,6 +19,18 @@ pub async fn quota(ctx: &crate::shard::ShardCtx, live: &std::sync::Arc<Live>, ad
     Ok(())
 }
 
+/// RFC 5321 §4.5.1: `RCPT TO:<Postmaster>` (which the session reads as
+/// `postmaster@<server.hostname>`) MUST be accepted. When the host name is
+/// not itself a served domain, it means the postmaster of the first
+/// `[[domain]]`; that address must exist as a user or alias (docs).
+fn local_postmaster(live: &Live, address: &EmailAddress) -> Option<EmailAddress> {
+    let hostname = varan_core::address::normalize_domain(&live.config.server.hostname).ok()?;
+    if !address.local_part().eq_ignore_ascii_case("postmaster") || address.domain() != hostname || live.directories.serves(&hostname) {
+        return None;
+    }
+    EmailAddress::new("postmaster", &live.config.domains.first()?.name).ok()
+}
+
 /// Where an accepted recipient's copy goes.
 #[derive(Debug)]
 pub enum Route {
@@ -33,6 +45,8 @@ pub enum Route {
 /// reply refusing it. Relaying is for authenticated sessions and
 /// `smtp.full_allowed_ips` only; anyone else gets 554 5.7.1 (no open relay).
 pub fn recipient(live: &Live, address: &EmailAddress, authenticated: bool, ip: IpAddr) -> Result<Route, Reply> {
+    let postmaster = local_postmaster(live, address);
+    let address = postmaster.as_ref().unwrap_or(address);
     if !live.directories.serves(address.domain()) {
         let may_relay = authenticated || live.config.smtp.full_allowed_ips.iter().any(|n| n.contains(ip));
         return if may_relay { Ok(Route::Relay) } else { Err(Reply::new(554, (5, 7, 1), format!("<{address}>: Relay access denied"))) };

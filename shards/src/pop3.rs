@@ -3,7 +3,6 @@
 //! user's INBOX; UIDLs are the IMAP UIDs with the UIDVALIDITY, so POP3 and
 //! IMAP clients agree, and Dovecot's UIDLs survive a migration.
 
-use crate::auth;
 use crate::conn::Conn;
 use crate::live::{ConnGuard, Live, Refusal};
 use crate::shard::ShardCtx;
@@ -46,6 +45,15 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, implicit_
     let Ok(remote) = stream.peer_addr() else { return };
     let live = ctx.live();
     let pop3 = &live.config.pop3;
+    if let Err(refusal) = ctx.counters.protect.admit(&live, remote.ip(), crate::protect::Service::Pop3) {
+        tracing::info!(peer = %remote, ?refusal, "POP3 connection refused");
+        let mut conn = Conn::Plain(stream);
+        if !implicit_tls {
+            let _ = conn.write_all(refusal.pop3_reply().as_bytes()).await;
+        }
+        conn.close().await;
+        return;
+    }
     let slot = match ctx.counters.pop3.admit(remote.ip(), pop3.connections_max, pop3.connections_per_ip_max) {
         Ok(g) => g,
         Err(why) => {
@@ -89,7 +97,7 @@ async fn session(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, implicit_tl
         command_timeout: p.idle_timeout,
     });
     let session = Session::new(config, implicit_tls);
-    let mut driver = Driver { ctx, live: Arc::clone(&live), session, conn, slot: Some(slot), target: None, mailbox: None, lock: None };
+    let mut driver = Driver { ctx, live: Arc::clone(&live), session, conn, remote: *slot.key(), slot: Some(slot), target: None, mailbox: None, lock: None };
     driver.run().await;
     if live.config.server.log_sessions {
         tracing::info!(user = driver.target.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()), "session end");
@@ -101,6 +109,8 @@ struct Driver {
     live: Arc<Live>,
     session: Session,
     conn: Conn,
+    /// The client's address (bans count failed logins per IP).
+    remote: std::net::IpAddr,
     slot: Option<ConnGuard<std::net::IpAddr>>,
     /// Whose maildrop the login opens (a master login opens another user's).
     target: Option<EmailAddress>,
@@ -194,7 +204,7 @@ impl Driver {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Authenticate { authzid, authcid, password } => match auth::login_as(&self.live, &authzid, &authcid, password).await {
+            Action::Authenticate { authzid, authcid, password } => match self.ctx.counters.protect.login(&self.live, self.remote, &authzid, &authcid, password).await {
                 Ok(target) => {
                     self.target = Some(target);
                     self.session.auth_checked(AuthVerdict::Success);

@@ -41,7 +41,7 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
         tracing::warn!(certificate = %t.certificate.display(), private_key = %t.private_key.display(),
             "no TLS certificate: STARTTLS and the SMTPS listener are off, and AUTH is refused on cleartext; set [tls] and reload");
     }
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters { protect: Arc::new(crate::protect::Protect::open(&live.config)?), ..Counters::default() });
     let store_options = varan_storage::mailstore::MaildirStoreOptions {
         // COPY/MOVE of a delivered message must pass: its trace headers
         // make it a little larger than the SMTP limit.
@@ -95,8 +95,10 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), String> {
             _ if live.user_databases_changed() => reload(config_path, &mut live, &mut controls, false),
             _ => {}
         }
+        counters.protect.tick(&live.config);
     }
     stop(&mut controls, handles);
+    counters.protect.flush();
     // Sessions are gone: write the indexes of the mailboxes kept loaded,
     // so the next start trusts them (no crash recovery, no full resyncs).
     mailstore.release_warm();

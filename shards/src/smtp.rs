@@ -4,7 +4,7 @@
 
 use crate::conn::Conn;
 use crate::shard::ShardCtx;
-use crate::{auth, headers, policy};
+use crate::{headers, policy};
 use futures_lite::FutureExt;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -77,6 +77,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     let (Ok(remote), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let live = ctx.live();
     let smtp = &live.config.smtp;
+    let allow_listed = match ctx.counters.protect.admit(&live, remote.ip(), crate::protect::Service::Smtp) {
+        Ok(allowed) => allowed,
+        Err(refusal) => {
+            tracing::info!(peer = %remote, ?refusal, "SMTP connection refused");
+            let mut conn = Conn::Plain(stream);
+            let _ = conn.write_all(refusal.smtp_reply(&live.config.server.hostname).as_bytes()).await;
+            conn.close().await;
+            return;
+        }
+    };
     let slot = match ctx.counters.smtp.admit(remote.ip(), smtp.connections_max, smtp.connections_per_ip_max) {
         Ok(g) => g,
         Err(why) => {
@@ -94,7 +104,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: glommio::net::TcpStream, kind: Lis
     let id = ctx.next_connection_id();
     // One span per connection, entered only while this task runs.
     let span = tracing::info_span!("smtp", shard = ctx.shard, conn = id, peer = %remote);
-    session(ctx, stream, kind, live, remote, local, slot).instrument(span).await;
+    session(ctx, stream, kind, live, remote, local, (slot, allow_listed)).instrument(span).await;
 }
 
 async fn session(
@@ -104,7 +114,7 @@ async fn session(
     live: Arc<crate::live::Live>,
     remote: std::net::SocketAddr,
     local: std::net::SocketAddr,
-    slot: crate::live::ConnGuard<std::net::IpAddr>,
+    (slot, allow_listed): (crate::live::ConnGuard<std::net::IpAddr>, bool),
 ) {
     let smtp = &live.config.smtp;
     if live.config.server.log_sessions {
@@ -120,7 +130,9 @@ async fn session(
         }
     }
     let config = Rc::new(SessionConfig::from_config(smtp, &live.config.server.hostname, kind, live.tls.is_some()));
-    let session = Session::new(config, PeerInfo { remote, local }, tls);
+    let mut session = Session::new(config, PeerInfo { remote, local }, tls);
+    session.set_allow_listed(allow_listed);
+    session.set_sender_lists(live.protect.senders.clone());
     let mut driver = Driver {
         ctx: Rc::clone(&ctx),
         live: Arc::clone(&live),
@@ -295,6 +307,12 @@ impl Driver {
                         decision = Err(full);
                     }
                 }
+                if matches!(decision, Ok(policy::Route::Local(_))) && self.session.authenticated().is_none() {
+                    let sender = self.session.envelope().mail_from.as_ref();
+                    if let Some(later) = self.ctx.counters.protect.greylist(&self.live, self.remote.ip(), self.session.allow_listed(), sender, &address) {
+                        decision = Err(later);
+                    }
+                }
                 match decision {
                     Ok(policy::Route::Local(accounts)) if self.live.config.lmtp.enabled => {
                         self.txn.relay.insert(address.key());
@@ -314,7 +332,10 @@ impl Driver {
                 0
             }
             Action::Authenticate { authzid, authcid, password, .. } => {
-                let verdict = auth::login(&self.live, &authzid, &authcid, password).await;
+                let verdict = match self.ctx.counters.protect.login(&self.live, self.remote.ip(), &authzid, &authcid, password).await {
+                    Ok(_) => AuthVerdict::Success,
+                    Err(v) => v,
+                };
                 if verdict != AuthVerdict::Success {
                     tracing::info!(login = %authcid, "authentication failed");
                 }

@@ -25,9 +25,11 @@
 //! The on-disk formats are described in `storage/README.md`.
 #![deny(unsafe_code)]
 
+pub mod bans;
 mod codec;
 pub mod directory_json;
 pub mod dkim;
+pub mod greylist;
 pub mod journal;
 pub mod maildir;
 pub mod mailstore;

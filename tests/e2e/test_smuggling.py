@@ -18,6 +18,7 @@ FAKE_ENDS = {
     "CRLF.CR": b"\r\n.\r",
     "CR.CRLF": b"\r.\r\n",
     "LF.CR": b"\n.\r",
+    "CR.LF": b"\r.\n",
 }
 
 

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use memchr::memchr;
+use varan_core::config::protect::SenderLists;
 
 use super::data::{Body, LineDecoder};
 use super::envelope::{Envelope, Recipient};
@@ -113,6 +114,11 @@ pub struct Session {
     /// Inside an over-long command line, discarding up to its LF.
     discarding_line: bool,
     shutdown: bool,
+    /// The client is on `[protection.lists] ip_allow` (set by the driver):
+    /// exempt from greylisting and DNS blocklists.
+    allow_listed: bool,
+    /// Sender allow/deny lists checked at MAIL (set by the driver).
+    sender_lists: Option<std::sync::Arc<SenderLists>>,
 }
 
 const LF: u8 = b'\n';
@@ -140,7 +146,24 @@ impl Session {
             auth_failures: 0,
             discarding_line: false,
             shutdown: false,
+            allow_listed: false,
+            sender_lists: None,
         }
+    }
+
+    /// Marks the client as allow-listed (`[protection.lists] ip_allow`).
+    pub fn set_allow_listed(&mut self, allow_listed: bool) {
+        self.allow_listed = allow_listed;
+    }
+
+    /// The client is allow-listed: later checks (greylisting, DNSBL) skip it.
+    pub fn allow_listed(&self) -> bool {
+        self.allow_listed
+    }
+
+    /// Sender lists for MAIL: a denied sender gets 550 5.7.1.
+    pub fn set_sender_lists(&mut self, lists: Option<std::sync::Arc<SenderLists>>) {
+        self.sender_lists = lists;
     }
 
     /// Consumes as much of `input` as can be processed now and returns the

@@ -68,8 +68,11 @@ class Closed(ConnectionError):
 class RawSMTP:
     """A line-level SMTP client over a plain or TLS socket; keeps a transcript."""
 
-    def __init__(self, port: int, host: str = HOST, timeout: float = 10.0, tls: bool = False):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = HOST, timeout: float = 10.0, tls: bool = False,
+                 source: str | None = None):
+        """`source`: a local address to connect from (127.0.0.x: another client)."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         if tls:
             self.sock = insecure_tls().wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""

@@ -222,6 +222,13 @@ class Varan:
         server["shutdown_grace"] = "5s"
         server["log_sessions"] = True
         cfg.setdefault("dns", {})["servers"] = [f"{HOST}:{self.port_base + DNS_OFFSET}"]
+        # Greylisting and authentication security are on by default (seed 002
+        # §6.2.1). The modules send from 127.0.0.1 without AUTH and try wrong
+        # passwords on purpose, so both are off unless a module turns them on
+        # (test_protection.py, test_open_relay.py).
+        protection = cfg.setdefault("protection", {})
+        protection.setdefault("greylist", {})["enabled"] = False
+        protection.setdefault("auth", {})["enabled"] = False
         self.config = cfg
 
     @property

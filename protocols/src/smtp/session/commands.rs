@@ -125,6 +125,11 @@ impl Session {
             Path::Mailbox(address) => Some(address),
             Path::Null | Path::Postmaster => None,
         };
+        if let (Some(lists), Some(sender)) = (&self.sender_lists, &mail_from) {
+            if lists.check(Some(sender)) == varan_core::config::protect::Listed::Deny {
+                return self.reply(Reply::new(550, (5, 7, 1), format!("<{sender}>: Sender address rejected: Access denied")));
+            }
+        }
         self.txn = Transaction {
             active: true,
             envelope: Envelope { mail_from, recipients: Vec::new(), body: cmd.body, smtputf8: cmd.smtputf8, size_hint: cmd.size, ret: cmd.ret, envid: cmd.envid },
