@@ -125,11 +125,17 @@ impl Session {
             Path::Mailbox(address) => Some(address),
             Path::Null | Path::Postmaster => None,
         };
-        self.txn = Transaction {
+        let txn = Transaction {
             active: true,
             envelope: Envelope { mail_from, recipients: Vec::new(), body: cmd.body, smtputf8: cmd.smtputf8, size_hint: cmd.size, ret: cmd.ret, envid: cmd.envid },
             ..Transaction::default()
         };
+        if self.config.check_sender {
+            self.pending = Some(Action::CheckSender { sender: txn.envelope.mail_from.clone() });
+            self.state = State::AwaitSender(Box::new(txn));
+            return;
+        }
+        self.txn = txn;
         self.reply(reply::MAIL_OK);
     }
 
