@@ -15,7 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod checks;
 mod outbound;
+pub use checks::{caps as checks_caps, ChecksConfig};
 pub use outbound::{caps as outbound_caps, DnsConfig, LmtpConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
 
 /// Why a configuration was refused. The text names the setting.
@@ -51,6 +53,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Local mail handed to an external LMTP server instead of the Maildir.
     pub lmtp: LmtpConfig,
+    /// DNS-based checks of inbound mail (SPF, DKIM, DMARC, ARC, DNSBL, FCrDNS).
+    pub checks: ChecksConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -548,6 +552,7 @@ impl Config {
                 return Err(invalid("directory.domain", format!("provider {:?} serves {:?}, which is not a [[domain]]", p.name, p.domain)));
             }
         }
+        self.checks.validate()?;
         self.validate_outbound()
     }
 
