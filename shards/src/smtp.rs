@@ -393,7 +393,7 @@ impl Driver {
         let signature = if remote { self.dkim_signature(&content).await } else { None };
         let mut record = self.record(id, &queue_id, content, &verdict);
         if !self.txn.relay.is_empty() {
-            match self.outbound(id) {
+            match self.outbound(id, &verdict.headers) {
                 Some(mut o) => {
                     if let Some(header) = signature {
                         o.body.size += header.len() as u64;
@@ -606,7 +606,7 @@ impl Driver {
     /// The outbound envelope of the relayed recipients (RFC 3461 DSN
     /// parameters decoded from xtext) with our Received line for the
     /// queue's copy. `None` only when the record id cannot form a queue id.
-    fn outbound(&self, id: u64) -> Option<Outbound> {
+    fn outbound(&self, id: u64, checks: &[u8]) -> Option<Outbound> {
         let queue_id = QueueId::from_journal(id, self.ctx.shard)?;
         let env = self.session.envelope();
         let now = std::time::SystemTime::now();
@@ -650,7 +650,10 @@ impl Driver {
             _ => None,
         };
         let queue_id_text = queue_id.to_string();
-        let received = headers::received(&self.trace_info(&queue_id_text, single.as_ref(), now, b""));
+        // The checks' fields (only unauthenticated mail has them: local
+        // recipients handed to LMTP) go above our Received, as locally.
+        let mut received = checks.to_vec();
+        received.extend_from_slice(&headers::received(&self.trace_info(&queue_id_text, single.as_ref(), now, b"")));
         let (lf_size, _) = self.session.message_sizes();
         Some(Outbound {
             queue_id,

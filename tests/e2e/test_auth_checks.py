@@ -228,10 +228,14 @@ def test_dnsbl_one_zone_marks_three_zones_refuse(world):
 
 
 @pytest.mark.timeout(90)
-def test_spf_fail_accepted_when_blocking_is_off(world, varan_factory):
+def test_spf_fail_accepted_when_blocking_is_off_and_strict_helo(world, varan_factory):
     world.stop()
-    world.set("checks", spf_block_fail=False)
+    world.set("checks", spf_block_fail=False, helo_strict=True)
     world.start()
+    with smtplib.SMTP(HOST, world.smtp_port, timeout=20, source_address=("127.0.0.6", 0)) as s:
+        s.ehlo("localhost")
+        code, text = s.mail("a@spf-pass.test")
+        assert code == 550 and b"5.7.1" in text, (code, text)
     mark = marker("spfoff")
     mail, data = send(world, "127.0.0.6", "a@spf-fail.test", make_message(mark, sender="a@spf-fail.test"))
     assert mail[0] == 250 and data[0] == 250, (mail, data)
