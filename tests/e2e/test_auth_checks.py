@@ -120,6 +120,8 @@ def test_spf_pass_with_fcrdns_name_in_received(world):
     ar = auth_results(text)
     assert ar.startswith(world.config["server"]["hostname"] + ";"), ar
     assert "spf=pass" in ar and "smtp.mailfrom=" in ar, ar
+    rspf = M.header(text, "Received-SPF")
+    assert len(rspf) == 1 and rspf[0].lower().startswith("pass") and "client-ip=127.0.0.5" in rspf[0], rspf
     received = M.header(text, "Received")[0]
     assert "(client.good.test [127.0.0.5])" in received, received
     assert not M.header(text, "X-Blacklisted")

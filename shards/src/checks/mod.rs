@@ -343,7 +343,8 @@ pub fn to_crlf(lf: &[u8]) -> Vec<u8> {
 }
 
 impl MessageJob {
-    /// Verifies and builds the Authentication-Results field (LF endings).
+    /// Verifies and builds the Received-SPF and Authentication-Results
+    /// fields (LF endings).
     /// Runs on the blocking pool; a panic inside mail-auth is caught and
     /// reported as a temporary error instead of taking the shard down.
     pub fn run(&self, crlf: &[u8], records: &message::Prefetched) -> (Vec<u8>, message::Disposition, String) {
@@ -368,7 +369,14 @@ impl MessageJob {
             }
         };
         let results = if results.trim().is_empty() { "; none".to_owned() } else { results };
-        let field = format!("Authentication-Results: {}{}\n", self.authserv_id, results.replace("\r\n", "\n"));
+        let mut field = String::new();
+        // RFC 7208 §9.1: Received-SPF, prepended like a trace field.
+        if let (true, Some(spf)) = (self.config.spf, &self.spf) {
+            use mail_auth::common::headers::HeaderWriter;
+            field.push_str(&mail_auth::ReceivedSpf::new(spf, self.remote, &self.helo, &self.mail_from, &self.authserv_id).to_header());
+        }
+        field.push_str(&format!("Authentication-Results: {}{}\r\n", self.authserv_id, results));
+        let field = field.replace("\r\n", "\n");
         (field.into_bytes(), disposition, domain)
     }
 }
