@@ -110,6 +110,7 @@ pub fn session_config() -> SessionConfig {
         auth_failures_max: 3,
         command_timeout: Duration::from_secs(300),
         data_timeout: Duration::from_secs(180),
+        check_sender: false,
         bare_newlines: BareNewlines::Normalize,
     }
 }

@@ -15,7 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod checks;
 mod outbound;
+pub use checks::{caps as checks_caps, ChecksConfig};
 pub use outbound::{caps as outbound_caps, DnsConfig, LmtpConfig, OutboundConfig, OutboundTls, QueueConfig, Smarthost, SmarthostTls};
 pub mod protect;
 pub use protect::ProtectionConfig;
@@ -55,6 +57,8 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     /// Lists, greylisting, bans and rate limits (docs/design/protection.md).
     pub protection: ProtectionConfig,
+    /// DNS-based checks of inbound mail (SPF, DKIM, DMARC, ARC, DNSBL, FCrDNS).
+    pub checks: ChecksConfig,
     /// Served mail domains (seed 002 §6.2.5.1.1).
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -553,6 +557,7 @@ impl Config {
             }
         }
         self.protection.validate()?;
+        self.checks.validate()?;
         self.validate_outbound()
     }
 

@@ -188,3 +188,29 @@ fn driver_replies_cannot_break_the_protocol() {
     s.recipient_checked(RcptVerdict::Reject(Reply::new(550, (5, 7, 1), "no\r\n250 injected")));
     assert!(output(&mut s).ends_with("550 5.7.1 no  250 injected\r\n"));
 }
+
+/// With `check_sender`, MAIL waits for the driver: a refusal leaves no
+/// transaction open (RCPT then needs MAIL), an acceptance opens one.
+#[test]
+fn mail_waits_for_the_sender_check_when_asked() {
+    let mut s = Session::new(Rc::new(SessionConfig { check_sender: true, ..config() }), peer(), None);
+    let mut sink = Vec::new();
+    let input = b"EHLO c.test\r\nMAIL FROM:<bad@c.test>\r\nRCPT TO:<b@mx.test>\r\n";
+    let n = s.receive(input, &mut sink);
+    assert_eq!(&input[n..], b"RCPT TO:<b@mx.test>\r\n", "stops at the outstanding check");
+    match s.poll_action() {
+        Some(Action::CheckSender { sender }) => assert_eq!(sender.unwrap().to_string(), "bad@c.test"),
+        other => panic!("{other:?}"),
+    }
+    s.sender_checked(Some(Reply::fixed(550, (5, 7, 23), "SPF validation failed")));
+    assert!(!s.in_transaction());
+    assert_eq!(s.receive(&input[n..], &mut sink), input.len() - n);
+    let out = output(&mut s);
+    assert!(out.ends_with("550 5.7.23 SPF validation failed\r\n503 5.5.1 Need MAIL command\r\n") || out.contains("550 5.7.23 SPF validation failed\r\n503"), "{out}");
+    let n = s.receive(b"MAIL FROM:<>\r\n", &mut sink);
+    assert_eq!(n, 14);
+    assert!(matches!(s.poll_action(), Some(Action::CheckSender { sender: None })));
+    s.sender_checked(None);
+    assert!(s.in_transaction());
+    assert!(output(&mut s).ends_with("250 2.1.0 Ok\r\n"));
+}

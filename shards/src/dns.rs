@@ -42,6 +42,10 @@ pub enum QueryKind {
     Mx,
     A,
     Aaaa,
+    /// SPF, DKIM, DMARC records (the inbound checks).
+    Txt,
+    /// Reverse names (`<reversed ip>.in-addr.arpa` / `ip6.arpa`).
+    Ptr,
 }
 
 /// The records of one answer.
@@ -51,6 +55,21 @@ pub enum Records {
     /// i.e. a null MX).
     Mx(Vec<(u16, String)>),
     Ips(Vec<IpAddr>),
+    /// One entry per TXT record, its strings concatenated (RFC 7208 §3.3).
+    Txt(Vec<Vec<u8>>),
+    /// PTR targets, without the trailing dot, lower-cased.
+    Names(Vec<String>),
+}
+
+impl Records {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Records::Mx(v) => v.is_empty(),
+            Records::Ips(v) => v.is_empty(),
+            Records::Txt(v) => v.is_empty(),
+            Records::Names(v) => v.is_empty(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +102,9 @@ pub trait Resolver {
 pub struct DnsSidecar {
     handle: tokio::runtime::Handle,
     resolver: Arc<TokioResolver>,
+    /// `[dns] servers`, `[dns] timeout`: for the loopback PTR path.
+    servers: Arc<Vec<SocketAddr>>,
+    timeout: Duration,
     _stop: Arc<StopOnDrop>,
 }
 
@@ -128,7 +150,7 @@ impl DnsSidecar {
             })
             .map_err(|e| format!("DNS thread: {e}"))?;
         let (handle, resolver) = ready_rx.recv().map_err(|_| "DNS thread ended".to_owned())??;
-        Ok(Self { handle, resolver, _stop: Arc::new(StopOnDrop(Some(stop_tx))) })
+        Ok(Self { handle, resolver, servers: Arc::new(config.servers.clone()), timeout: config.timeout, _stop: Arc::new(StopOnDrop(Some(stop_tx))) })
     }
 }
 
@@ -159,6 +181,7 @@ fn build_resolver(servers: &[SocketAddr], timeout: Duration) -> Result<TokioReso
 impl Resolver for DnsSidecar {
     fn lookup<'a>(&'a self, name: &'a str, kind: QueryKind) -> LocalFuture<'a, Result<Answer, DnsError>> {
         let resolver = Arc::clone(&self.resolver);
+        let (servers, timeout) = (Arc::clone(&self.servers), self.timeout);
         // Absolute name: no search-list expansion.
         let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
         let task = self.handle.spawn(async move {
@@ -166,12 +189,22 @@ impl Resolver for DnsSidecar {
                 QueryKind::Mx => RecordType::MX,
                 QueryKind::A => RecordType::A,
                 QueryKind::Aaaa => RecordType::AAAA,
+                QueryKind::Txt => RecordType::TXT,
+                QueryKind::Ptr => RecordType::PTR,
             };
+            // hickory answers the loopback reverse zones itself (RFC 6761:
+            // "localhost"), never asking the servers; with servers
+            // configured (tests give clients 127.0.0.x names), ask them.
+            if kind == QueryKind::Ptr && !servers.is_empty() && is_loopback_reverse(&fqdn) {
+                return loopback_ptr(&servers, &fqdn, timeout).await;
+            }
             match resolver.lookup(fqdn.as_str(), rtype).await {
                 Ok(lookup) => {
                     let mut ttl = u32::MAX;
                     let mut mx = Vec::new();
                     let mut ips = Vec::new();
+                    let mut txt = Vec::new();
+                    let mut names = Vec::new();
                     for r in lookup.answers() {
                         match &r.data {
                             RData::MX(m) => {
@@ -180,13 +213,19 @@ impl Resolver for DnsSidecar {
                             }
                             RData::A(a) if kind == QueryKind::A => ips.push(IpAddr::V4(a.0)),
                             RData::AAAA(a) if kind == QueryKind::Aaaa => ips.push(IpAddr::V6(a.0)),
+                            RData::TXT(t) if kind == QueryKind::Txt => txt.push(t.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
+                            RData::PTR(p) if kind == QueryKind::Ptr => names.push(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
                             _ => continue,
                         }
                         ttl = ttl.min(r.ttl);
                     }
-                    let records = if kind == QueryKind::Mx { Records::Mx(mx) } else { Records::Ips(ips) };
-                    let empty = matches!(&records, Records::Mx(v) if v.is_empty()) || matches!(&records, Records::Ips(v) if v.is_empty());
-                    if empty {
+                    let records = match kind {
+                        QueryKind::Mx => Records::Mx(mx),
+                        QueryKind::A | QueryKind::Aaaa => Records::Ips(ips),
+                        QueryKind::Txt => Records::Txt(txt),
+                        QueryKind::Ptr => Records::Names(names),
+                    };
+                    if records.is_empty() {
                         return Err(DnsError::NoRecords);
                     }
                     Ok(Answer { records, ttl: Duration::from_secs(u64::from(ttl)) })
@@ -198,6 +237,58 @@ impl Resolver for DnsSidecar {
         });
         Box::pin(async move { task.await.unwrap_or_else(|e| Err(DnsError::Temporary(format!("DNS task: {e}")))) })
     }
+}
+
+fn is_loopback_reverse(fqdn: &str) -> bool {
+    let n = fqdn.to_ascii_lowercase();
+    n.ends_with(".127.in-addr.arpa.") || n == "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa."
+}
+
+/// A PTR question under 127.in-addr.arpa (or for ::1) sent straight to the
+/// configured servers over UDP, first answer wins.
+async fn loopback_ptr(servers: &[SocketAddr], fqdn: &str, timeout: Duration) -> Result<Answer, DnsError> {
+    use hickory_resolver::net::client::{Client, ClientHandle};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::net::udp::UdpClientStream;
+    use hickory_resolver::proto::op::ResponseCode;
+    use hickory_resolver::proto::rr::{DNSClass, Name};
+    let name = Name::from_ascii(fqdn).map_err(|e| DnsError::Temporary(e.to_string()))?;
+    let mut last = DnsError::Temporary("no server answered".into());
+    for server in servers {
+        let stream = UdpClientStream::builder(*server, TokioRuntimeProvider::default()).with_timeout(Some(timeout)).build();
+        let (mut client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        let bg = tokio::spawn(background);
+        let response = client.query(name.clone(), DNSClass::IN, RecordType::PTR).await;
+        bg.abort();
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                last = DnsError::Temporary(e.to_string());
+                continue;
+            }
+        };
+        match response.response_code {
+            ResponseCode::NXDomain => return Err(DnsError::NoDomain),
+            ResponseCode::NoError => {}
+            code => {
+                last = DnsError::Temporary(format!("{code}"));
+                continue;
+            }
+        }
+        let mut ttl = u32::MAX;
+        let mut names = Vec::new();
+        for r in response.answers.iter() {
+            if let RData::PTR(p) = &r.data {
+                names.push(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase());
+                ttl = ttl.min(r.ttl);
+            }
+        }
+        if names.is_empty() {
+            return Err(DnsError::NoRecords);
+        }
+        return Ok(Answer { records: Records::Names(names), ttl: Duration::from_secs(u64::from(ttl)) });
+    }
+    Err(last)
 }
 
 /// Cached answers: (name, type) → (valid until, answer).

@@ -12,6 +12,8 @@ pub struct TraceInfo<'a> {
     pub hostname: &'a str,
     pub helo: Option<&'a str>,
     pub remote: IpAddr,
+    /// The client's forward-confirmed reverse name (FCrDNS), if any.
+    pub remote_name: Option<&'a str>,
     pub tls: Option<&'a TlsInfo>,
     pub authenticated: bool,
     pub esmtp: bool,
@@ -22,6 +24,9 @@ pub struct TraceInfo<'a> {
     /// (RFC 5321 §4.4: `for` names a single recipient, never a list).
     pub recipient: Option<&'a EmailAddress>,
     pub now: SystemTime,
+    /// Header fields of the inbound checks (Authentication-Results,
+    /// X-Blacklisted; LF line endings), written above Received.
+    pub checks: &'a [u8],
 }
 
 /// Keeps peer-supplied text inside a header: printable ASCII without
@@ -47,6 +52,7 @@ pub fn trace(t: &TraceInfo<'_>) -> Vec<u8> {
     if let Some(r) = t.recipient {
         out.extend_from_slice(format!("Delivered-To: {r}\n").as_bytes());
     }
+    out.extend_from_slice(t.checks);
     out.extend_from_slice(&received(t));
     out
 }
@@ -65,7 +71,11 @@ pub fn received(t: &TraceInfo<'_>) -> Vec<u8> {
     let secs = t.now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let helo = t.helo.map(|h| clean(h, 255)).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown".into());
     let mut out = String::with_capacity(400);
-    out.push_str(&format!("Received: from {helo} ({})\n", address_literal(t.remote)));
+    // RFC 5321 §4.4 TCP-info: the verified name, then the address.
+    match t.remote_name.map(|n| clean(n, 255)).filter(|n| !n.is_empty()) {
+        Some(name) => out.push_str(&format!("Received: from {helo} ({name} {})\n", address_literal(t.remote))),
+        None => out.push_str(&format!("Received: from {helo} ({})\n", address_literal(t.remote))),
+    }
     if let Some(tls) = t.tls {
         out.push_str(&format!("\t(using {} with cipher {})\n", clean(&tls.protocol, 32), clean(&tls.cipher, 64)));
     }
@@ -93,6 +103,8 @@ mod tests {
             hostname: "mx.bench.test",
             helo: Some("client (evil)\r\nX-Injected: 1"),
             remote: "127.0.0.2".parse().unwrap(),
+            remote_name: None,
+            checks: b"",
             tls: Some(&tls),
             authenticated: true,
             esmtp: true,
@@ -115,6 +127,8 @@ mod tests {
             hostname: "mx.bench.test",
             helo: Some("client"),
             remote: "127.0.0.2".parse().unwrap(),
+            remote_name: None,
+            checks: b"",
             tls: None,
             authenticated: true,
             esmtp: true,

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod checks;
 pub mod conn;
 pub mod delivery;
 pub mod dns;

@@ -68,6 +68,9 @@ pub struct ShardCtx {
     /// The outbound queue (`<data_dir>/queue`, `varan_storage::queue`).
     pub queue: Arc<varan_storage::FileQueue>,
     pub quota_cache: RefCell<HashMap<String, (u64, Instant)>>,
+    /// This shard's DNS cache in front of the sidecar: outbound delivery
+    /// and the inbound checks share it.
+    pub resolver: Rc<dyn crate::dns::Resolver>,
     /// Accounts whose mailbox tree is known to exist (created on first
     /// delivery); cleared when it reaches the quota cache's size bound.
     pub ensured: RefCell<std::collections::HashSet<String>>,
@@ -79,7 +82,8 @@ impl ShardCtx {
     /// The context of shard `shard` around its running storage task
     /// (`main`; tests of code that needs a shard).
     pub fn new(shard: usize, live: Arc<Live>, shared: Shared, storage: Storage, spool_dir: std::path::PathBuf) -> Self {
-        let Shared { counters, mailstore, imap_cache, queue, dns: _ } = shared;
+        let Shared { counters, mailstore, imap_cache, queue, dns } = shared;
+        let resolver: Rc<dyn crate::dns::Resolver> = Rc::new(crate::dns::CachedResolver::new(dns, &live.config.dns));
         Self {
             shard,
             live: RefCell::new(live),
@@ -91,6 +95,7 @@ impl ShardCtx {
             imap_cache,
             queue,
             quota_cache: RefCell::new(HashMap::new()),
+            resolver,
             ensured: RefCell::new(std::collections::HashSet::new()),
             connection_seq: Cell::new(0),
             active: Cell::new(0),
@@ -241,7 +246,7 @@ pub async fn main(
         }
     };
     let store: Arc<dyn varan_core::queue::QueueStore> = queue.clone();
-    let ctx = Rc::new(ShardCtx::new(shard, Arc::clone(&live), Shared { counters, mailstore, imap_cache, queue, dns: dns.clone() }, storage, spool_dir));
+    let ctx = Rc::new(ShardCtx::new(shard, Arc::clone(&live), Shared { counters, mailstore, imap_cache, queue, dns }, storage, spool_dir));
     let mut acceptors = Vec::new();
     for (addr, kind) in listeners(&live) {
         match TcpListener::bind(addr) {
@@ -260,7 +265,7 @@ pub async fn main(
             let ctx = Rc::clone(&ctx);
             move || Arc::new(ctx.live().config.clone())
         }),
-        resolver: Rc::new(crate::dns::CachedResolver::new(dns, &live.config.dns)),
+        resolver: Rc::clone(&ctx.resolver),
         local: Some(Rc::new(crate::outbound::local::ShardLocalDelivery { ctx: Rc::clone(&ctx) })),
         shutdown: Rc::clone(&ctx.shutdown),
     });

@@ -129,7 +129,14 @@ async fn session(
             _ => return,
         }
     }
-    let config = Rc::new(SessionConfig::from_config(smtp, &live.config.server.hostname, kind, live.tls.is_some()));
+    // Allow-listed (protection.lists.ip_allow) and full_allowed_ips clients
+    // skip the DNS checks too.
+    let exempt = allow_listed || smtp.full_allowed_ips.iter().any(|n| n.contains(remote.ip()));
+    let checks = crate::checks::ConnChecks::start(Rc::clone(&ctx.resolver), &live.config.checks, remote.ip(), exempt);
+    let mut config = SessionConfig::from_config(smtp, &live.config.server.hostname, kind, live.tls.is_some());
+    let c = &live.config.checks;
+    config.check_sender = !exempt && (c.spf || c.dmarc || c.helo_strict || (c.dnsbl && !c.dnsbl_zones.is_empty()));
+    let config = Rc::new(config);
     let mut session = Session::new(config, PeerInfo { remote, local }, tls);
     session.set_allow_listed(allow_listed);
     session.set_sender_lists(live.protect.senders.clone());
@@ -142,6 +149,7 @@ async fn session(
         txn: Txn::default(),
         remote,
         slot: Some(slot),
+        checks,
     };
     let messages = driver.run().await;
     if live.config.server.log_sessions {
@@ -160,6 +168,8 @@ struct Driver {
     /// The connection's place in the connection limits; given back before the
     /// socket closes, so a client that saw our close can reconnect at once.
     slot: Option<crate::live::ConnGuard<std::net::IpAddr>>,
+    /// DNSBL/FCrDNS started at connect, SPF of the transaction.
+    checks: crate::checks::ConnChecks,
 }
 
 enum Input {
@@ -297,6 +307,19 @@ impl Driver {
     /// Carries out one action; returns 1 when a message was stored.
     async fn act(&mut self, action: Action) -> u32 {
         match action {
+            Action::CheckSender { sender } => {
+                let helo = self.session.helo().unwrap_or_default().to_owned();
+                let info = crate::checks::SenderInfo {
+                    helo: &helo,
+                    sender: sender.as_ref(),
+                    authenticated: self.session.authenticated().is_some(),
+                    hostname: &self.live.config.server.hostname,
+                    local_ip: self.session.peer().local.ip(),
+                };
+                let verdict = self.checks.check_sender(&info).await;
+                self.session.sender_checked(verdict);
+                0
+            }
             Action::CheckRecipient { address, index } => {
                 if index == 0 {
                     self.txn = Txn::default();
@@ -367,6 +390,13 @@ impl Driver {
                 return 0;
             }
         };
+        let (content, verdict) = match self.message_checks(content).await {
+            Ok(v) => v,
+            Err(reply) => {
+                self.session.message_stored(StoreOutcome::PermFail(reply));
+                return 0;
+            }
+        };
         if let Err(e) = self.ensure_mailboxes().await {
             tracing::error!(error = %e, "cannot create mailbox");
             self.session.message_stored(LOCAL_ERROR);
@@ -384,9 +414,9 @@ impl Driver {
         // only goes to the local LMTP server).
         let remote = self.txn.relay.iter().any(|k| !self.txn.lmtp.contains_key(k));
         let signature = if remote { self.dkim_signature(&content).await } else { None };
-        let mut record = self.record(id, &queue_id, content);
+        let mut record = self.record(id, &queue_id, content, &verdict);
         if !self.txn.relay.is_empty() {
-            match self.outbound(id) {
+            match self.outbound(id, &verdict.headers) {
                 Some(mut o) => {
                     if let Some(header) = signature {
                         o.body.size += header.len() as u64;
@@ -418,6 +448,82 @@ impl Driver {
         }
     }
 
+    /// The end-of-data checks (DKIM, ARC, DMARC; docs/design/auth-checks.md)
+    /// of an unauthenticated message: the header fields for its copies and
+    /// whether it goes to Junk, or the refusal (DMARC `p=reject`). Forged
+    /// Authentication-Results fields naming us are renamed in `content`.
+    /// Hashing and signature checks run on the blocking pool.
+    async fn message_checks(&mut self, content: Content) -> Result<(Content, crate::checks::MessageVerdict), Reply> {
+        use crate::checks::{message, MessageJob, MessageVerdict};
+        let mut verdict = MessageVerdict::default();
+        if !self.checks.applies(self.session.authenticated().is_some()) {
+            return Ok((content, verdict));
+        }
+        let _ = self.checks.verified_name().await;
+        let listed = self.checks.listed().await.to_vec();
+        if !listed.is_empty() {
+            // Seed §6.2.1.17: listed below the threshold, delivered marked.
+            verdict.headers.extend_from_slice(format!("X-Blacklisted: {}\n", listed.join(", ")).as_bytes());
+        }
+        let config = self.checks.config().clone();
+        if !(config.spf || config.dkim || config.dmarc || config.arc) {
+            return Ok((content, verdict));
+        }
+        let job = MessageJob {
+            authserv_id: self.live.config.server.hostname.clone(),
+            remote: self.remote.ip(),
+            helo: self.session.helo().unwrap_or_default().to_owned(),
+            mail_from: self.session.envelope().mail_from.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            spf_domain: self.checks.spf_domain.clone(),
+            spf: self.checks.spf.clone(),
+            config,
+        };
+        let (dkim_max, arc, spf_domain) = (job.config.dkim_signatures_max, job.config.arc, job.spf_domain.clone());
+        let source = content.clone();
+        let prepared = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<(Vec<u8>, message::Needed)> {
+                let crlf = match &source {
+                    Content::Inline(b) => crate::checks::to_crlf(b),
+                    Content::Spooled(path) => crate::checks::to_crlf(&std::fs::read(path)?),
+                };
+                let needed = std::panic::catch_unwind(|| message::needed(&crlf, dkim_max, &spf_domain, arc)).unwrap_or_default();
+                Ok((crlf, needed))
+            })
+            .await;
+        let (crlf, needed) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the message for its checks");
+                return Ok((content, verdict));
+            }
+        };
+        let records = message::Prefetched::new(self.checks.fetch(&needed).await);
+        let hostname = job.authserv_id.clone();
+        let (content, (field, disposition, domain)) = glommio::executor()
+            .spawn_blocking(move || {
+                let result = job.run(&crlf, &records);
+                let content = untrust_forged(content, &hostname);
+                (content, result)
+            })
+            .await;
+        match disposition {
+            message::Disposition::Reject => {
+                tracing::info!(%domain, "message refused: DMARC policy reject");
+                if let Content::Spooled(path) = &content {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(Reply::new(550, (5, 7, 1), format!("Message rejected: DMARC policy of {domain} says reject")));
+            }
+            message::Disposition::Quarantine => {
+                tracing::info!(%domain, "message quarantined: DMARC policy quarantine");
+                verdict.quarantine = true;
+            }
+            message::Disposition::Deliver => {}
+        }
+        verdict.headers.extend_from_slice(&field);
+        Ok((content, verdict))
+    }
+
     /// Creates the mailbox tree (INBOX and special folders) of accounts
     /// receiving their first message, on the blocking pool.
     async fn ensure_mailboxes(&self) -> std::io::Result<()> {
@@ -439,7 +545,7 @@ impl Driver {
         Ok(())
     }
 
-    fn record(&self, id: u64, queue_id: &str, content: Content) -> JournalRecord {
+    fn record(&self, id: u64, queue_id: &str, content: Content, verdict: &crate::checks::MessageVerdict) -> JournalRecord {
         let env = self.session.envelope();
         let (lf_size, crlf_size) = self.session.message_sizes();
         let now = std::time::SystemTime::now();
@@ -451,10 +557,14 @@ impl Driver {
                 if !seen.insert(account.address.key()) {
                     continue; // one copy per mailbox, however it was addressed
                 }
-                let prefix = headers::trace(&self.trace_info(queue_id, Some(&account.address), now));
+                let prefix = headers::trace(&self.trace_info(queue_id, Some(&account.address), now, &verdict.headers));
                 let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
                 let name = self.live.layout.new_message_name(self.ctx.shard, id, lf_size + prefix.len() as u64, crlf_size + prefix.len() as u64 + lines, now);
-                let path = self.live.layout.user_dir(&account.address).join("new").join(name);
+                let user_dir = self.live.layout.user_dir(&account.address);
+                // DMARC p=quarantine: the Junk folder (created with the
+                // mailbox tree); INBOX if its name cannot be a folder.
+                let junk = verdict.quarantine.then_some(self.live.config.storage.junk_folder.as_str());
+                let path = self.live.layout.delivery_path(&user_dir, junk, &name).unwrap_or_else(|_| user_dir.join("new").join(&name));
                 deliveries.push(Delivery { path, prefix });
             }
         }
@@ -462,11 +572,13 @@ impl Driver {
     }
 
     /// What the trace headers (Received, Delivered-To) say of this session.
-    fn trace_info<'a>(&'a self, queue_id: &'a str, recipient: Option<&'a varan_core::EmailAddress>, now: std::time::SystemTime) -> headers::TraceInfo<'a> {
+    fn trace_info<'a>(&'a self, queue_id: &'a str, recipient: Option<&'a varan_core::EmailAddress>, now: std::time::SystemTime, checks: &'a [u8]) -> headers::TraceInfo<'a> {
         headers::TraceInfo {
             hostname: &self.live.config.server.hostname,
             helo: self.session.helo(),
             remote: self.remote.ip(),
+            remote_name: self.checks.known_name(),
+            checks,
             tls: self.session.tls(),
             authenticated: self.session.authenticated().is_some(),
             esmtp: self.session.is_esmtp(),
@@ -517,7 +629,7 @@ impl Driver {
     /// The outbound envelope of the relayed recipients (RFC 3461 DSN
     /// parameters decoded from xtext) with our Received line for the
     /// queue's copy. `None` only when the record id cannot form a queue id.
-    fn outbound(&self, id: u64) -> Option<Outbound> {
+    fn outbound(&self, id: u64, checks: &[u8]) -> Option<Outbound> {
         let queue_id = QueueId::from_journal(id, self.ctx.shard)?;
         let env = self.session.envelope();
         let now = std::time::SystemTime::now();
@@ -561,7 +673,10 @@ impl Driver {
             _ => None,
         };
         let queue_id_text = queue_id.to_string();
-        let received = headers::received(&self.trace_info(&queue_id_text, single.as_ref(), now));
+        // The checks' fields (only unauthenticated mail has them: local
+        // recipients handed to LMTP) go above our Received, as locally.
+        let mut received = checks.to_vec();
+        received.extend_from_slice(&headers::received(&self.trace_info(&queue_id_text, single.as_ref(), now, b"")));
         let (lf_size, _) = self.session.message_sizes();
         Some(Outbound {
             queue_id,
@@ -574,5 +689,41 @@ impl Driver {
             queued_at: now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             prefix: received,
         })
+    }
+}
+
+/// RFC 8601 §5: an incoming Authentication-Results field claiming our
+/// authserv-id is renamed (same length, in place) so nobody trusts it. A
+/// spooled file is rewritten in place and synced again; on failure the
+/// field stays and the error is logged (our own field is above it).
+fn untrust_forged(content: Content, hostname: &str) -> Content {
+    use std::os::unix::fs::FileExt;
+    match content {
+        Content::Inline(mut bytes) => {
+            for at in crate::checks::forged_results(&bytes, hostname) {
+                bytes[at..at + 22].copy_from_slice(crate::checks::UNTRUSTED_NAME);
+            }
+            Content::Inline(bytes)
+        }
+        Content::Spooled(path) => {
+            let renamed = (|| -> std::io::Result<()> {
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+                let mut head = vec![0u8; 256 << 10];
+                let n = file.read_at(&mut head, 0)?;
+                head.truncate(n);
+                let found = crate::checks::forged_results(&head, hostname);
+                for at in &found {
+                    file.write_all_at(crate::checks::UNTRUSTED_NAME, *at as u64)?;
+                }
+                if !found.is_empty() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = renamed {
+                tracing::warn!(error = %e, "forged Authentication-Results not renamed");
+            }
+            Content::Spooled(path)
+        }
     }
 }

@@ -105,6 +105,9 @@ pub struct SessionConfig {
     /// Wait for more DATA/BDAT octets (RFC 5321 §4.5.3.2.5–6).
     pub data_timeout: Duration,
     pub bare_newlines: BareNewlines,
+    /// MAIL waits for the driver's verdict (`Action::CheckSender`) before
+    /// it answers: SPF, DNSBL and HELO checks refuse at MAIL FROM.
+    pub check_sender: bool,
 }
 
 impl SessionConfig {
@@ -127,6 +130,7 @@ impl SessionConfig {
             command_timeout: c.command_timeout,
             data_timeout: c.data_timeout,
             bare_newlines: c.bare_newlines,
+            check_sender: false,
         }
     }
 
@@ -183,6 +187,9 @@ impl BodySink for Vec<u8> {
 /// `receive` processes no further input until it is answered.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Decide on the reverse path of MAIL (`None`: `<>`) when
+    /// `SessionConfig::check_sender` is set; answer with `sender_checked`.
+    CheckSender { sender: Option<EmailAddress> },
     /// Decide on a recipient; answer with `recipient_checked`. `index` is
     /// the position it will have in `Envelope::recipients` if accepted.
     CheckRecipient { address: EmailAddress, index: usize },
@@ -202,6 +209,7 @@ pub enum Action {
 impl fmt::Debug for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Action::CheckSender { sender } => f.debug_struct("CheckSender").field("sender", sender).finish(),
             Action::CheckRecipient { address, index } => f.debug_struct("CheckRecipient").field("address", address).field("index", index).finish(),
             Action::Authenticate { mechanism, authzid, authcid, password: _ } => {
                 f.debug_struct("Authenticate").field("mechanism", mechanism).field("authzid", authzid).field("authcid", authcid).field("password", &"<redacted>").finish()

@@ -34,6 +34,8 @@ enum State {
     Data(LineDecoder),
     /// Inside a BDAT chunk.
     Bdat(Chunk),
+    /// `CheckSender` outstanding; the transaction MAIL opens on Accept.
+    AwaitSender(Box<Transaction>),
     /// `CheckRecipient` outstanding; the recipient to add on Accept.
     AwaitRecipient(Recipient),
     /// `Authenticate` outstanding.
@@ -195,7 +197,7 @@ impl Session {
                 },
                 State::Data(_) => self.data_input(rest, sink),
                 State::Bdat(_) => self.bdat_input(rest, sink),
-                State::AwaitRecipient(_) | State::AwaitAuth { .. } | State::AwaitStore | State::Closed => break,
+                State::AwaitSender(_) | State::AwaitRecipient(_) | State::AwaitAuth { .. } | State::AwaitStore | State::Closed => break,
             };
             if used == 0 {
                 // Only a close or a new action can end a step without
@@ -226,6 +228,25 @@ impl Session {
     /// The next action for the driver; at most one is outstanding.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.pending.take()
+    }
+
+    /// Answer to `Action::CheckSender`: `None` accepts MAIL, a reply
+    /// (4xx/5xx) refuses it.
+    pub fn sender_checked(&mut self, refusal_reply: Option<Reply>) {
+        if !self.expecting(|s| matches!(s, State::AwaitSender(_))) {
+            return;
+        }
+        let State::AwaitSender(txn) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        match refusal_reply {
+            None => {
+                self.txn = *txn;
+                self.reply(reply::MAIL_OK);
+            }
+            Some(r) => self.reply(refusal(r, 400..600)),
+        }
+        self.check_shutdown();
     }
 
     /// Answer to `Action::CheckRecipient`.

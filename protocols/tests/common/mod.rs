@@ -45,6 +45,7 @@ pub fn config() -> SessionConfig {
         command_timeout: Duration::from_secs(300),
         data_timeout: Duration::from_secs(180),
         bare_newlines: BareNewlines::Normalize,
+        check_sender: false,
     }
 }
 
@@ -206,6 +207,10 @@ impl Driver {
             acted = true;
             self.actions.push(format!("{action:?}"));
             match action {
+                Action::CheckSender { sender } => {
+                    let refuse = sender.as_ref().is_some_and(|a| a.local_part().starts_with("spf-fail"));
+                    self.session.sender_checked(refuse.then(|| Reply::fixed(550, (5, 7, 23), "SPF validation failed")));
+                }
                 Action::CheckRecipient { address, .. } => {
                     let local = address.local_part();
                     let verdict = if local.starts_with("unknown") {

@@ -58,6 +58,7 @@ impl LocalDelivery for ShardLocalDelivery {
                     hostname: &live.config.server.hostname,
                     helo: Some(&live.config.server.hostname),
                     remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    remote_name: None,
                     tls: None,
                     authenticated: false,
                     esmtp: true,
@@ -65,6 +66,7 @@ impl LocalDelivery for ShardLocalDelivery {
                     sender: sender_address.as_ref(),
                     recipient: Some(&account.address),
                     now,
+                    checks: b"",
                 });
                 let lines = prefix.iter().filter(|&&b| b == b'\n').count() as u64;
                 let name = live.layout.new_message_name(ctx.shard, id, lf_size + prefix.len() as u64, crlf_size + prefix.len() as u64 + lines, now);

@@ -130,11 +130,17 @@ impl Session {
                 return self.reply(Reply::new(550, (5, 7, 1), format!("<{sender}>: Sender address rejected: Access denied")));
             }
         }
-        self.txn = Transaction {
+        let txn = Transaction {
             active: true,
             envelope: Envelope { mail_from, recipients: Vec::new(), body: cmd.body, smtputf8: cmd.smtputf8, size_hint: cmd.size, ret: cmd.ret, envid: cmd.envid },
             ..Transaction::default()
         };
+        if self.config.check_sender {
+            self.pending = Some(Action::CheckSender { sender: txn.envelope.mail_from.clone() });
+            self.state = State::AwaitSender(Box::new(txn));
+            return;
+        }
+        self.txn = txn;
         self.reply(reply::MAIL_OK);
     }
 
