@@ -2,8 +2,9 @@
 
 Nothing is built here: scripts/test.sh builds target/release/varan first (or set
 VARAN_BIN). Each test module gets its own port range (VARAN_E2E_PORT_BASE, default
-11000, plus 1000 per module), so listeners never collide with another module's
-left-overs or with a developer's server on the quickstart example's 20000.
+3000, plus 1000 per module: room for 28 modules below the ephemeral range at 32768),
+so listeners never collide with another module's left-overs or with a developer's
+server on the quickstart example's 20000.
 Every server is stopped at the end of its module, even on failure; on a failed
 test the stderr of the servers it used is attached to the report.
 """
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from lib import varan as V  # noqa: E402
 
 DEFAULT_TIMEOUT = 120            # seconds per test phase (setup, call, teardown)
-PORT_BASE = int(os.environ.get("VARAN_E2E_PORT_BASE", "11000"))
+PORT_BASE = int(os.environ.get("VARAN_E2E_PORT_BASE", "3000"))
 PORT_STEP = 1000
 USERS = [f"u{i}@{V.DOMAIN}" for i in range(1, 6)]   # u1..u5, created in every server
 

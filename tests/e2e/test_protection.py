@@ -128,8 +128,9 @@ class Line:
         self.sock.close()
 
 
-def imap_greeting(srv, source: str) -> str:
-    c = Line(srv.imap_port, source)
+def greeting(port: int, source: str) -> str:
+    """The first line a server sends to a client connecting from `source`."""
+    c = Line(port, source)
     try:
         return c.line()
     finally:
@@ -144,14 +145,6 @@ def imap_login(srv, source: str, user: str, password: str) -> str:
             return greeting
         c.send(f'a1 LOGIN "{user}" "{password}"')
         return c.until_tagged("a1")
-    finally:
-        c.close()
-
-
-def pop3_greeting(srv, source: str) -> str:
-    c = Line(srv.pop3_port, source)
-    try:
-        return c.line()
     finally:
         c.close()
 
@@ -199,8 +192,8 @@ def wait_until(check, timeout: float = 5.0, what: str = "condition"):
 def assert_banned_everywhere(srv, source: str):
     r = smtp_greeting(srv, source)
     assert r is not None and r.code == 554 and r.enhanced == "5.7.1", f"SMTP greeting for banned {source}: {r}"
-    assert imap_greeting(srv, source).startswith("* BYE"), f"IMAP greeting for banned {source}"
-    assert pop3_greeting(srv, source).startswith("-ERR"), f"POP3 greeting for banned {source}"
+    assert greeting(srv.imap_port, source).startswith("* BYE"), f"IMAP greeting for banned {source}"
+    assert greeting(srv.pop3_port, source).startswith("-ERR"), f"POP3 greeting for banned {source}"
 
 
 # ------------------------------------------------------------------ lists
@@ -210,7 +203,7 @@ def test_ip_deny_list_refuses_at_connect(srv):
         assert r.code == 554 and r.enhanced == "5.7.1", f"{r}\n{c.dump()}"
         assert c.closed_within(3)
     # IMAP and POP3 are not concerned by the SMTP lists.
-    assert imap_greeting(srv, DENIED).startswith("* OK")
+    assert greeting(srv.imap_port, DENIED).startswith("* OK")
 
 
 def test_sender_deny_list_refuses_at_mail_from(srv):
@@ -330,7 +323,7 @@ def test_cli_ban_add_on_running_server(srv):
     assert smtp_greeting(srv, ip).code == 220
     srv.cli("ban", "add", ip, "--minutes", "5", "--config", srv.config_path)
     wait_until(lambda: (r := smtp_greeting(srv, ip)) is not None and r.code == 554, what=f"{ip} banned")
-    assert pop3_greeting(srv, ip).startswith("-ERR")
+    assert greeting(srv.pop3_port, ip).startswith("-ERR")
     assert "manual" in srv.cli("ban", "list", "--config", srv.config_path).stdout
     refused = srv.cli("ban", "add", ALLOWED, "--config", srv.config_path, check=False)
     assert refused.returncode != 0 and "never banned" in refused.stderr, refused.stderr
@@ -368,8 +361,8 @@ def test_connection_rate_limit(srv):
         assert r is not None and r.code == 220, f"connection {i + 1}: {r}"
     r = smtp_greeting(srv, RATE_IP)
     assert r is not None and r.code == 421 and r.enhanced == "4.7.0", f"connection {RATE + 1}: {r}"
-    assert imap_greeting(srv, RATE_IP).startswith("* BYE"), "the limit covers every protocol"
-    assert pop3_greeting(srv, RATE_IP).startswith("-ERR")
+    assert greeting(srv.imap_port, RATE_IP).startswith("* BYE"), "the limit covers every protocol"
+    assert greeting(srv.pop3_port, RATE_IP).startswith("-ERR")
     # Other clients are not affected; allow-listed ones are never limited.
     assert smtp_greeting(srv, "127.0.0.51").code == 220
     for _ in range(RATE + 2):
